@@ -1,0 +1,11 @@
+//! Everything employes_sync does that needs no Postgres: canonical hashing, field-level diffs,
+//! change classification, cron schedules, and the Employes API client with its fetch pipeline.
+//! The extension crate only binds these to SQL, SPI and the background worker.
+
+pub mod canonical;
+pub mod classify;
+pub mod client;
+pub mod cron;
+pub mod diff;
+pub mod sync;
+pub mod versions;

@@ -1,0 +1,628 @@
+//! The sync driver: the snapshot collector (every page of `/employees`), the history collector
+//! (`/employments` per employee) and the rules that decide a session's outcome. HTTP runs on a
+//! few worker threads inside the client's rate limit; everything that touches storage happens
+//! on the caller's thread through the [`Store`] trait (in the extension: SPI, one short
+//! transaction per page or batch).
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::classify::Kind;
+use crate::client::{ApiError, Client, ListPage};
+use crate::versions::{record_id, Incoming};
+
+/// Counters a session shows; `api_requests` and `retries` come from the client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub pages_total: Option<u64>,
+    pub pages_done: u64,
+    pub employees_total: Option<u64>,
+    pub employees_done: u64,
+    pub api_requests: u64,
+    pub retries: u64,
+    pub versions_written: u64,
+    pub changes_detected: u64,
+    pub errors: u64,
+    pub deleted: u64,
+}
+
+/// What one applied batch wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    pub versions_written: u64,
+    pub changes_detected: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Debug,
+    Info,
+    Warning,
+    Error,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warning => "warning",
+            Level::Error => "error",
+        }
+    }
+}
+
+/// Why a sync stopped early.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    Cancelled,
+    Terminated(String),
+}
+
+/// Storage as the driver sees it. Each `apply` is atomic: all of the batch or none of it,
+/// together with the progress given.
+pub trait Store {
+    fn apply(
+        &mut self,
+        kind: Kind,
+        records: Vec<Incoming>,
+        progress: &Progress,
+    ) -> Result<ApplyStats, String>;
+    /// Marks every current record whose employee is not in `seen` deleted; returns how many employees.
+    fn delete_missing(
+        &mut self,
+        seen: &[String],
+        progress: &Progress,
+    ) -> Result<ApplyStats, String>;
+    fn progress(&mut self, progress: &Progress) -> Result<(), String>;
+    fn log(&mut self, level: Level, step: &str, message: &str, details: Value);
+    /// Polled between units of work.
+    fn check_stop(&mut self) -> Option<StopReason>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalStatus {
+    Completed,
+    Partial,
+    Error,
+    Cancelled,
+}
+
+impl FinalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinalStatus::Completed => "completed",
+            FinalStatus::Partial => "partial",
+            FinalStatus::Error => "error",
+            FinalStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: FinalStatus,
+    pub error: Option<String>,
+    pub snapshot_complete: bool,
+    pub progress: Progress,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SyncOptions {
+    pub concurrency: usize,
+    /// Employment histories applied per transaction.
+    pub history_batch: usize,
+    /// How often the store's stop flag is polled.
+    pub stop_poll: Duration,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            concurrency: 4,
+            history_batch: 100,
+            stop_poll: Duration::from_millis(250),
+        }
+    }
+}
+
+enum Job {
+    Page(u32),
+    History(String),
+}
+
+enum Event {
+    Page(u32, Result<ListPage, ApiError>),
+    History(String, Result<Option<Value>, ApiError>),
+}
+
+struct Queue {
+    jobs: Mutex<(VecDeque<Job>, bool)>,
+    ready: Condvar,
+}
+
+/// A few HTTP threads fed by a queue where list pages go before histories.
+struct Pipeline {
+    queue: Arc<Queue>,
+    events: Receiver<Event>,
+    threads: Vec<JoinHandle<()>>,
+    outstanding: usize,
+}
+
+impl Pipeline {
+    fn start(client: &Client, threads: usize) -> Pipeline {
+        let queue = Arc::new(Queue {
+            jobs: Mutex::new((VecDeque::new(), false)),
+            ready: Condvar::new(),
+        });
+        let (tx, events) = mpsc::channel();
+        let threads = (0..threads.max(1))
+            .map(|_| {
+                let (queue, client, tx): (Arc<Queue>, Client, Sender<Event>) =
+                    (queue.clone(), client.clone(), tx.clone());
+                std::thread::spawn(move || loop {
+                    let job = {
+                        let mut guard = queue.jobs.lock().unwrap_or_else(|e| e.into_inner());
+                        loop {
+                            if guard.1 {
+                                return;
+                            }
+                            if let Some(job) = guard.0.pop_front() {
+                                break job;
+                            }
+                            guard = queue.ready.wait(guard).unwrap_or_else(|e| e.into_inner());
+                        }
+                    };
+                    let event = match job {
+                        Job::Page(p) => Event::Page(p, client.list_page(p)),
+                        Job::History(id) => {
+                            let r = client.employments(&id);
+                            Event::History(id, r)
+                        }
+                    };
+                    if tx.send(event).is_err() {
+                        return;
+                    }
+                })
+            })
+            .collect();
+        Pipeline {
+            queue,
+            events,
+            threads,
+            outstanding: 0,
+        }
+    }
+
+    fn push(&mut self, job: Job) {
+        let mut guard = self.queue.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        match job {
+            Job::Page(_) => guard.0.push_front(job),
+            Job::History(_) => guard.0.push_back(job),
+        }
+        self.outstanding += 1;
+        self.queue.ready.notify_one();
+    }
+
+    /// Drops jobs not yet started; in-flight requests finish (or stop, with the client).
+    fn cancel_pending(&mut self) {
+        let mut guard = self.queue.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        self.outstanding -= guard.0.len();
+        guard.0.clear();
+    }
+
+    fn recv(&mut self, timeout: Duration) -> Option<Event> {
+        match self.events.recv_timeout(timeout) {
+            Ok(e) => {
+                self.outstanding -= 1;
+                Some(e)
+            }
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    fn shutdown(self) {
+        {
+            let mut guard = self.queue.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            guard.1 = true;
+            guard.0.clear();
+        }
+        self.queue.ready.notify_all();
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs one sync to its end. Never panics on API or storage errors: they end up in the outcome.
+pub fn run_sync(client: &Client, store: &mut dyn Store, opts: SyncOptions) -> Outcome {
+    let mut run = Run::new(client, opts);
+    let mut pipeline = Pipeline::start(client, opts.concurrency);
+    pipeline.push(Job::Page(1));
+    store.log(
+        Level::Info,
+        "snapshot",
+        "fetching the employee list",
+        json!({"per_page": client.config().per_page}),
+    );
+    let mut buffer: Vec<Incoming> = Vec::new();
+    let mut last_poll = Instant::now() - opts.stop_poll;
+
+    while pipeline.outstanding > 0 || !buffer.is_empty() {
+        if last_poll.elapsed() >= opts.stop_poll {
+            last_poll = Instant::now();
+            if let Some(reason) = store.check_stop() {
+                run.stopped = Some(reason);
+                break;
+            }
+        }
+        let event = if pipeline.outstanding > 0 {
+            pipeline.recv(opts.stop_poll)
+        } else {
+            None
+        };
+        match event {
+            Some(Event::Page(page, result)) => run.on_page(store, &mut pipeline, page, result),
+            Some(Event::History(id, result)) => run.on_history(store, &mut buffer, id, result),
+            None => {}
+        }
+        if run.fatal.is_some() {
+            break;
+        }
+        if buffer.len() >= opts.history_batch || (pipeline.outstanding == 0 && !buffer.is_empty()) {
+            run.flush_history(store, &mut buffer);
+        }
+    }
+    if run.fatal.is_some() || run.stopped.is_some() {
+        client.stop();
+        pipeline.cancel_pending();
+    }
+    pipeline.shutdown();
+    run.finish(store)
+}
+
+struct Run<'a> {
+    client: &'a Client,
+    progress: Progress,
+    pages_ok: HashSet<u32>,
+    pages_failed: u64,
+    seen: Vec<String>,
+    seen_set: HashSet<String>,
+    snapshot_doubts: Vec<String>,
+    fatal: Option<String>,
+    first_error: Option<String>,
+    stopped: Option<StopReason>,
+    no_history: u64,
+    restricted: u64,
+    history_failed: u64,
+}
+
+impl<'a> Run<'a> {
+    fn new(client: &'a Client, _opts: SyncOptions) -> Run<'a> {
+        Run {
+            client,
+            progress: Progress::default(),
+            pages_ok: HashSet::new(),
+            pages_failed: 0,
+            seen: Vec::new(),
+            seen_set: HashSet::new(),
+            snapshot_doubts: Vec::new(),
+            fatal: None,
+            first_error: None,
+            stopped: None,
+            no_history: 0,
+            restricted: 0,
+            history_failed: 0,
+        }
+    }
+
+    fn sync_counters(&mut self) {
+        let c = self.client.counters();
+        self.progress.api_requests = c.requests.load(std::sync::atomic::Ordering::Relaxed);
+        self.progress.retries = c.retries.load(std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn error(&mut self, store: &mut dyn Store, step: &str, message: String, details: Value) {
+        self.progress.errors += 1;
+        store.log(Level::Error, step, &message, details);
+        self.first_error.get_or_insert(message);
+    }
+
+    fn on_page(
+        &mut self,
+        store: &mut dyn Store,
+        pipeline: &mut Pipeline,
+        page: u32,
+        result: Result<ListPage, ApiError>,
+    ) {
+        let lp = match result {
+            Ok(lp) => lp,
+            Err(e) => {
+                if e.is_fatal() {
+                    store.log(
+                        Level::Error,
+                        "snapshot",
+                        &e.to_string(),
+                        json!({"page": page}),
+                    );
+                    self.fatal = Some(e.to_string());
+                } else if !matches!(e, ApiError::Stopped) {
+                    self.pages_failed += 1;
+                    self.error(
+                        store,
+                        "snapshot",
+                        format!("page {page} of the employee list failed: {e}"),
+                        json!({"page": page}),
+                    );
+                    if page == 1 {
+                        self.fatal = Some(format!("the employee list could not be fetched: {e}"));
+                    }
+                }
+                return;
+            }
+        };
+        if page == 1 {
+            self.progress.pages_total = Some(lp.pages);
+            self.progress.employees_total = Some(lp.total);
+            if lp.pages == 0 && lp.total > 0 {
+                self.snapshot_doubts.push(format!(
+                    "the API reported pages = 0 with total = {}",
+                    lp.total
+                ));
+            }
+            let last = u32::try_from(lp.pages).unwrap_or(u32::MAX).min(100_000);
+            for p in 2..=last {
+                pipeline.push(Job::Page(p));
+            }
+            store.log(
+                Level::Info,
+                "snapshot",
+                &format!("{} employees in {} pages", lp.total, lp.pages),
+                json!({"total": lp.total, "pages": lp.pages}),
+            );
+        } else if Some(lp.pages) != self.progress.pages_total
+            || Some(lp.total) != self.progress.employees_total
+        {
+            self.snapshot_doubts.push(format!(
+                "page {page} reported pages = {} and total = {}, page 1 said {:?} and {:?}",
+                lp.pages, lp.total, self.progress.pages_total, self.progress.employees_total
+            ));
+        }
+        let mut batch = Vec::with_capacity(lp.records.len());
+        let mut new_ids = Vec::new();
+        for (i, record) in lp.records.into_iter().enumerate() {
+            let Some(id) = record_id(&record) else {
+                self.snapshot_doubts
+                    .push(format!("record {} on page {page} has no usable id", i + 1));
+                store.log(
+                    Level::Warning,
+                    "snapshot",
+                    &format!("skipped record {} on page {page}: no usable \"id\"", i + 1),
+                    json!({"page": page, "index": i}),
+                );
+                continue;
+            };
+            if !self.seen_set.insert(id.clone()) {
+                self.snapshot_doubts
+                    .push(format!("employee {id} appears twice in the list"));
+                store.log(
+                    Level::Warning,
+                    "snapshot",
+                    &format!("employee {id} appears more than once in the list (page {page})"),
+                    json!({"page": page, "employee_id": id}),
+                );
+                continue;
+            }
+            self.seen.push(id.clone());
+            new_ids.push(id.clone());
+            batch.push(Incoming {
+                employee_id: id,
+                payload: record,
+            });
+        }
+        self.progress.pages_done += 1;
+        self.sync_counters();
+        match store.apply(Kind::Employee, batch, &self.progress) {
+            Ok(stats) => {
+                self.pages_ok.insert(page);
+                self.progress.versions_written += stats.versions_written;
+                self.progress.changes_detected += stats.changes_detected;
+            }
+            Err(e) => {
+                self.pages_failed += 1;
+                self.error(
+                    store,
+                    "snapshot",
+                    format!("page {page} could not be applied: {e}"),
+                    json!({"page": page}),
+                );
+            }
+        }
+        for id in new_ids {
+            pipeline.push(Job::History(id));
+        }
+    }
+
+    fn on_history(
+        &mut self,
+        store: &mut dyn Store,
+        buffer: &mut Vec<Incoming>,
+        id: String,
+        result: Result<Option<Value>, ApiError>,
+    ) {
+        match result {
+            Ok(Some(body)) => {
+                buffer.push(Incoming {
+                    employee_id: id,
+                    payload: body,
+                });
+                return;
+            }
+            Ok(None) => self.no_history += 1,
+            Err(e) if e.is_fatal() => {
+                store.log(
+                    Level::Error,
+                    "history",
+                    &e.to_string(),
+                    json!({"employee_id": id}),
+                );
+                self.fatal = Some(e.to_string());
+                return;
+            }
+            Err(ApiError::Restricted { .. }) => {
+                if self.restricted == 0 {
+                    store.log(Level::Warning, "history", "the /employments endpoint is restricted (HTTP 403) for this API key; employment history is not synced for these employees", json!({"employee_id": id}));
+                }
+                self.restricted += 1;
+            }
+            Err(ApiError::Stopped) => return,
+            Err(e) => {
+                self.history_failed += 1;
+                self.error(
+                    store,
+                    "history",
+                    format!("employment history of {id} failed: {e}"),
+                    json!({"employee_id": id}),
+                );
+            }
+        }
+        self.progress.employees_done += 1;
+    }
+
+    fn flush_history(&mut self, store: &mut dyn Store, buffer: &mut Vec<Incoming>) {
+        let batch = std::mem::take(buffer);
+        let n = batch.len() as u64;
+        self.progress.employees_done += n;
+        self.sync_counters();
+        match store.apply(Kind::Employments, batch, &self.progress) {
+            Ok(stats) => {
+                self.progress.versions_written += stats.versions_written;
+                self.progress.changes_detected += stats.changes_detected;
+            }
+            Err(e) => {
+                self.history_failed += n;
+                self.error(
+                    store,
+                    "history",
+                    format!("a batch of {n} employment histories could not be applied: {e}"),
+                    json!({"employees": n}),
+                );
+            }
+        }
+    }
+
+    fn finish(mut self, store: &mut dyn Store) -> Outcome {
+        self.sync_counters();
+        let pages_total = self.progress.pages_total.unwrap_or(0);
+        let all_pages = pages_total > 0
+            && (1..=pages_total)
+                .all(|p| u32::try_from(p).is_ok_and(|p| self.pages_ok.contains(&p)));
+        let count_matches = Some(self.seen.len() as u64) == self.progress.employees_total;
+        let empty_company = pages_total == 0
+            && self.progress.employees_total == Some(0)
+            && self.pages_ok.contains(&1);
+        let complete = self.fatal.is_none()
+            && self.stopped.is_none()
+            && self.snapshot_doubts.is_empty()
+            && ((all_pages && count_matches) || empty_company);
+
+        if complete && self.seen.is_empty() {
+            store.log(
+                Level::Warning,
+                "changes",
+                "the API listed no employees; nobody is marked deleted from an empty list",
+                json!({}),
+            );
+        } else if complete {
+            match store.delete_missing(&self.seen, &self.progress) {
+                Ok(stats) => {
+                    self.progress.deleted = stats.versions_written;
+                    self.progress.changes_detected += stats.changes_detected;
+                }
+                Err(e) => self.error(
+                    store,
+                    "changes",
+                    format!("deletions could not be applied: {e}"),
+                    json!({}),
+                ),
+            }
+        } else if self.fatal.is_none() && self.stopped.is_none() {
+            let mut reasons = self.snapshot_doubts.clone();
+            if !all_pages {
+                reasons.push(format!(
+                    "{} of {} list pages fetched",
+                    self.pages_ok.len(),
+                    pages_total
+                ));
+            }
+            if !count_matches {
+                reasons.push(format!(
+                    "{} employees listed, the API's total is {:?}",
+                    self.seen.len(),
+                    self.progress.employees_total
+                ));
+            }
+            store.log(
+                Level::Warning,
+                "changes",
+                "the snapshot is incomplete: no employee is marked deleted in this session",
+                json!({"reasons": reasons}),
+            );
+        }
+        if self.no_history > 0 {
+            store.log(
+                Level::Info,
+                "history",
+                &format!(
+                    "{} employees have no employment history (404)",
+                    self.no_history
+                ),
+                json!({"employees": self.no_history}),
+            );
+        }
+        if self.restricted > 0 {
+            store.log(
+                Level::Warning,
+                "history",
+                &format!(
+                    "employment history restricted (403) for {} employees",
+                    self.restricted
+                ),
+                json!({"employees": self.restricted}),
+            );
+        }
+        let _ = store.progress(&self.progress);
+
+        let (status, error) = if let Some(reason) = self.stopped.clone() {
+            match reason {
+                StopReason::Cancelled => (
+                    FinalStatus::Cancelled,
+                    Some("cancelled on request".to_string()),
+                ),
+                StopReason::Terminated(why) => (FinalStatus::Error, Some(why)),
+            }
+        } else if let Some(f) = self.fatal.clone() {
+            (FinalStatus::Error, Some(f))
+        } else if self.progress.errors > 0 || !complete {
+            let msg = self.first_error.clone().unwrap_or_else(|| {
+                let mut d = self.snapshot_doubts.clone();
+                d.truncate(3);
+                format!("incomplete snapshot: {}", d.join("; "))
+            });
+            (FinalStatus::Partial, Some(msg))
+        } else {
+            (FinalStatus::Completed, None)
+        };
+        Outcome {
+            status,
+            error,
+            snapshot_complete: complete,
+            progress: self.progress,
+        }
+    }
+}

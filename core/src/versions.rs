@@ -1,0 +1,217 @@
+//! Raw-version planning: given what arrived and the latest stored version of each record, decide
+//! which new versions to write, which current versions to close, and which changes they carry.
+//! Unchanged content (same canonical hash) plans nothing, so a re-sync writes nothing.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::canonical::content_hash;
+use crate::classify::{self, Change, Kind};
+
+/// A record as fetched, keyed by employee.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub employee_id: String,
+    pub payload: Value,
+}
+
+/// The latest stored version of a record (current or closed by a deletion).
+#[derive(Debug, Clone)]
+pub struct Existing {
+    pub raw_id: i64,
+    pub version: i32,
+    pub content_hash: String,
+    pub is_current: bool,
+    /// Needed only when the content changed or the record was deleted; `None` otherwise.
+    pub payload: Option<Value>,
+}
+
+/// A version to write.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    pub employee_id: String,
+    pub payload: Value,
+    pub content_hash: String,
+    pub version: i32,
+    /// The current version this one replaces (to be closed in the same transaction).
+    pub close_raw_id: Option<i64>,
+    /// The version the changes are relative to (the closed current one, or the deleted one).
+    pub from_raw_id: Option<i64>,
+    pub changes: Vec<Change>,
+}
+
+/// Hashes every incoming record; callers look up the latest versions with these.
+pub fn hashes(incoming: &[Incoming]) -> Vec<String> {
+    incoming.iter().map(|i| content_hash(&i.payload)).collect()
+}
+
+/// Plans the writes for one batch. `hashes` must be `hashes(&incoming)`. A record that appears
+/// twice in the batch keeps its last occurrence.
+pub fn plan(
+    kind: Kind,
+    incoming: Vec<Incoming>,
+    hashes: Vec<String>,
+    existing: &HashMap<String, Existing>,
+) -> Vec<NewVersion> {
+    let mut last: HashMap<String, usize> = HashMap::new();
+    for (i, rec) in incoming.iter().enumerate() {
+        last.insert(rec.employee_id.clone(), i);
+    }
+    let mut out = Vec::new();
+    for (i, (rec, hash)) in incoming.into_iter().zip(hashes).enumerate() {
+        if last.get(&rec.employee_id) != Some(&i) {
+            continue;
+        }
+        match existing.get(&rec.employee_id) {
+            None => out.push(NewVersion {
+                changes: vec![classify::created(kind, &rec.payload)],
+                employee_id: rec.employee_id,
+                payload: rec.payload,
+                content_hash: hash,
+                version: 1,
+                close_raw_id: None,
+                from_raw_id: None,
+            }),
+            Some(ex) if ex.is_current && ex.content_hash == hash => {}
+            Some(ex) => {
+                let mut changes = Vec::new();
+                if !ex.is_current {
+                    changes.push(classify::restored(kind, &rec.payload));
+                }
+                if ex.content_hash != hash {
+                    if let Some(old) = &ex.payload {
+                        changes.extend(classify::classify(kind, old, &rec.payload));
+                    }
+                }
+                out.push(NewVersion {
+                    employee_id: rec.employee_id,
+                    payload: rec.payload,
+                    content_hash: hash,
+                    version: ex.version + 1,
+                    close_raw_id: ex.is_current.then_some(ex.raw_id),
+                    from_raw_id: Some(ex.raw_id),
+                    changes,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The id of a record as the API gives it: a string, or a number rendered as text.
+pub fn record_id(record: &Value) -> Option<String> {
+    match record.get("id") {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::ChangeType;
+    use serde_json::json;
+
+    fn inc(id: &str, payload: Value) -> Incoming {
+        Incoming {
+            employee_id: id.into(),
+            payload,
+        }
+    }
+
+    fn existing(id: i64, version: i32, payload: &Value, current: bool) -> Existing {
+        Existing {
+            raw_id: id,
+            version,
+            content_hash: content_hash(payload),
+            is_current: current,
+            payload: Some(payload.clone()),
+        }
+    }
+
+    #[test]
+    fn first_sight_is_created_version_one() {
+        let batch = vec![inc("a", json!({"id":"a","status":"active"}))];
+        let h = hashes(&batch);
+        let plan = plan(Kind::Employee, batch, h, &HashMap::new());
+        assert_eq!(plan.len(), 1);
+        assert_eq!(plan[0].version, 1);
+        assert_eq!(plan[0].changes.len(), 1);
+        assert_eq!(plan[0].changes[0].change_type, ChangeType::Created);
+    }
+
+    #[test]
+    fn same_content_with_noise_plans_nothing() {
+        let old = json!({"id":"a","month_wage":2846,"dt_update":"2026-01-01T00:00:00.1"});
+        let new = json!({"dt_update":"2026-02-01T00:00:00.2","month_wage":2846.0,"id":"a"});
+        let ex = HashMap::from([("a".to_string(), existing(7, 3, &old, true))]);
+        let batch = vec![inc("a", new)];
+        let h = hashes(&batch);
+        assert!(plan(Kind::Employee, batch, h, &ex).is_empty());
+    }
+
+    #[test]
+    fn changed_content_closes_the_current_version_and_diffs() {
+        let old = json!({"id":"a","status":"active"});
+        let new = json!({"id":"a","status":"out of service"});
+        let ex = HashMap::from([("a".to_string(), existing(7, 3, &old, true))]);
+        let batch = vec![inc("a", new)];
+        let h = hashes(&batch);
+        let p = plan(Kind::Employee, batch, h, &ex);
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            (p[0].version, p[0].close_raw_id, p[0].from_raw_id),
+            (4, Some(7), Some(7))
+        );
+        assert_eq!(
+            p[0].changes
+                .iter()
+                .map(|c| c.change_type)
+                .collect::<Vec<_>>(),
+            vec![ChangeType::StatusChange]
+        );
+    }
+
+    #[test]
+    fn a_deleted_record_that_returns_is_restored_without_closing_anything() {
+        let old = json!({"id":"a","status":"active"});
+        let ex = HashMap::from([("a".to_string(), existing(9, 2, &old, false))]);
+        let batch = vec![inc("a", old.clone())];
+        let h = hashes(&batch);
+        let p = plan(Kind::Employee, batch, h, &ex);
+        assert_eq!(
+            (p[0].version, p[0].close_raw_id, p[0].from_raw_id),
+            (3, None, Some(9))
+        );
+        assert_eq!(
+            p[0].changes
+                .iter()
+                .map(|c| c.change_type)
+                .collect::<Vec<_>>(),
+            vec![ChangeType::Restored]
+        );
+    }
+
+    #[test]
+    fn a_record_twice_in_one_batch_keeps_the_last() {
+        let batch = vec![
+            inc("a", json!({"id":"a","v":1})),
+            inc("a", json!({"id":"a","v":2})),
+        ];
+        let h = hashes(&batch);
+        let p = plan(Kind::Employee, batch, h, &HashMap::new());
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].payload["v"], 2);
+    }
+
+    #[test]
+    fn record_ids_are_strings_or_numbers() {
+        assert_eq!(record_id(&json!({"id":"x"})), Some("x".into()));
+        assert_eq!(record_id(&json!({"id":42})), Some("42".into()));
+        assert_eq!(record_id(&json!({"id":null})), None);
+        assert_eq!(record_id(&json!({"id":" "})), None);
+        assert_eq!(record_id(&json!({})), None);
+    }
+}
