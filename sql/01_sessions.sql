@@ -1,0 +1,69 @@
+-- The session ledger: one row per sync, its progress and its outcome; and the log lines of each.
+
+CREATE TABLE employes_sync_sessions (
+    id                  uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    source              text NOT NULL CHECK (source IN ('manual', 'scheduler', 'api', 'webhook')),
+    triggered_by        text NOT NULL CHECK (length(triggered_by) BETWEEN 1 AND 320 AND triggered_by !~ '[[:cntrl:]]'),
+    status              text NOT NULL DEFAULT 'queued'
+                        CHECK (status IN ('queued', 'running', 'completed', 'partial', 'error', 'cancelled')),
+    created_at          timestamptz NOT NULL DEFAULT clock_timestamp(),
+    started_at          timestamptz,
+    completed_at        timestamptz,
+    worker_pid          integer,
+    heartbeat_at        timestamptz,
+    pages_total         integer,
+    pages_done          integer NOT NULL DEFAULT 0,
+    employees_total     integer,
+    employees_done      integer NOT NULL DEFAULT 0,
+    api_requests        integer NOT NULL DEFAULT 0,
+    retries             integer NOT NULL DEFAULT 0,
+    versions_written    integer NOT NULL DEFAULT 0,
+    changes_detected    integer NOT NULL DEFAULT 0,
+    employees_deleted   integer NOT NULL DEFAULT 0,
+    errors              integer NOT NULL DEFAULT 0,
+    error               text,
+    snapshot_complete   boolean,
+    cancel_requested_at timestamptz,
+    requested_xid       xid8,
+    CONSTRAINT employes_sync_sessions_finished_has_time
+        CHECK ((status IN ('queued', 'running')) = (completed_at IS NULL))
+);
+
+-- Two active sessions are impossible, whatever the callers do.
+CREATE UNIQUE INDEX employes_sync_sessions_one_active
+    ON employes_sync_sessions ((true)) WHERE status IN ('queued', 'running');
+CREATE INDEX employes_sync_sessions_created_at ON employes_sync_sessions (created_at DESC);
+
+COMMENT ON TABLE employes_sync_sessions IS
+    'One row per Employes sync: who triggered it, its status (queued, running, completed, partial, error, cancelled), live progress and true counters.';
+COMMENT ON COLUMN employes_sync_sessions.source IS 'What triggered the sync: manual, scheduler, api or webhook.';
+COMMENT ON COLUMN employes_sync_sessions.triggered_by IS 'Who triggered it: the argument, else the PostgREST JWT email claim, else the role.';
+COMMENT ON COLUMN employes_sync_sessions.status IS 'queued -> running -> completed | partial | error | cancelled.';
+COMMENT ON COLUMN employes_sync_sessions.worker_pid IS 'PID of the background worker running this session.';
+COMMENT ON COLUMN employes_sync_sessions.heartbeat_at IS 'Last time the worker recorded progress.';
+COMMENT ON COLUMN employes_sync_sessions.pages_total IS 'Pages of the employee list, as the API reported.';
+COMMENT ON COLUMN employes_sync_sessions.employees_total IS 'Employees in the list, as the API reported (total).';
+COMMENT ON COLUMN employes_sync_sessions.employees_done IS 'Employees whose employment history has been processed.';
+COMMENT ON COLUMN employes_sync_sessions.api_requests IS 'HTTP requests really sent, retries included.';
+COMMENT ON COLUMN employes_sync_sessions.retries IS 'Requests repeated after a 429, 5xx, timeout or reset.';
+COMMENT ON COLUMN employes_sync_sessions.versions_written IS 'New raw versions written (0 when nothing changed).';
+COMMENT ON COLUMN employes_sync_sessions.changes_detected IS 'Rows written to employes_changes.';
+COMMENT ON COLUMN employes_sync_sessions.employees_deleted IS 'Employees marked deleted because a complete snapshot no longer listed them.';
+COMMENT ON COLUMN employes_sync_sessions.snapshot_complete IS 'Every list page fetched and the count equal to the API total: only then are deletions detected.';
+COMMENT ON COLUMN employes_sync_sessions.cancel_requested_at IS 'Set by employes_sync_cancel(); the worker stops at the next page boundary.';
+COMMENT ON COLUMN employes_sync_sessions.requested_xid IS 'Transaction that created the session; the worker waits for it to commit.';
+
+CREATE TABLE employes_sync_logs (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    session_id  uuid REFERENCES employes_sync_sessions (id) ON DELETE CASCADE,
+    logged_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    level       text NOT NULL CHECK (level IN ('debug', 'info', 'warning', 'error')),
+    step        text NOT NULL,
+    message     text NOT NULL,
+    details     jsonb
+);
+CREATE INDEX employes_sync_logs_session ON employes_sync_logs (session_id, id);
+CREATE INDEX employes_sync_logs_logged_at ON employes_sync_logs (logged_at);
+
+COMMENT ON TABLE employes_sync_logs IS
+    'Log lines of each sync session (step: trigger, start, snapshot, history, changes, timeline, finish, recovery). Pruned after employes_sync.log_retention_days.';

@@ -1,0 +1,29 @@
+-- Every distinct version of every fetched record. History is never erased.
+
+CREATE TABLE employes_raw_data (
+    id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind              text NOT NULL CHECK (kind IN ('employee', 'employments')),
+    employee_id       text NOT NULL,
+    payload           jsonb NOT NULL,
+    content_hash      text NOT NULL CHECK (content_hash ~ '^[0-9a-f]{64}$'),
+    version           integer NOT NULL CHECK (version >= 1),
+    valid_from        timestamptz NOT NULL,
+    valid_to          timestamptz,
+    first_session_id  uuid NOT NULL REFERENCES employes_sync_sessions (id),
+    closed_session_id uuid REFERENCES employes_sync_sessions (id),
+    CONSTRAINT employes_raw_data_version_unique UNIQUE (kind, employee_id, version),
+    CONSTRAINT employes_raw_data_valid_range CHECK (valid_to IS NULL OR valid_to >= valid_from)
+);
+
+-- At most one current version per record.
+CREATE UNIQUE INDEX employes_raw_data_current
+    ON employes_raw_data (kind, employee_id) WHERE valid_to IS NULL;
+
+COMMENT ON TABLE employes_raw_data IS
+    'Every distinct version of every record fetched from Employes (kind employee: the employee record; kind employments: the /employments body). A new version is written only when the canonical content changes.';
+COMMENT ON COLUMN employes_raw_data.payload IS 'The record as received.';
+COMMENT ON COLUMN employes_raw_data.content_hash IS 'SHA-256 of the canonical form: key order, 2846 vs 2846.0, null vs absent and dt_update do not count.';
+COMMENT ON COLUMN employes_raw_data.valid_from IS 'When this content was first observed.';
+COMMENT ON COLUMN employes_raw_data.valid_to IS 'When it stopped being current (replaced or deleted); NULL = current.';
+COMMENT ON COLUMN employes_raw_data.first_session_id IS 'The session that first saw this content.';
+COMMENT ON COLUMN employes_raw_data.closed_session_id IS 'The session that replaced or deleted this version.';

@@ -1,0 +1,33 @@
+-- Field-level, typed changes between consecutive raw versions.
+
+CREATE TABLE employes_changes (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    session_id     uuid NOT NULL REFERENCES employes_sync_sessions (id),
+    employee_id    text NOT NULL,
+    kind           text NOT NULL CHECK (kind IN ('employee', 'employments')),
+    change_type    text NOT NULL CHECK (change_type IN (
+                       'created', 'updated', 'deleted', 'restored', 'salary_change', 'hours_change',
+                       'contract_change', 'status_change', 'termination', 'hired', 'rehired')),
+    field_path     text NOT NULL,
+    old_value      jsonb,
+    new_value      jsonb,
+    effective_date date,
+    detected_at    timestamptz NOT NULL,
+    raw_from_id    bigint REFERENCES employes_raw_data (id),
+    raw_to_id      bigint REFERENCES employes_raw_data (id),
+    CONSTRAINT employes_changes_links_a_version CHECK (raw_from_id IS NOT NULL OR raw_to_id IS NOT NULL)
+);
+
+-- The same change can never be recorded twice.
+CREATE UNIQUE INDEX employes_changes_unique
+    ON employes_changes (kind, employee_id, field_path, change_type, coalesce(raw_from_id, 0), coalesce(raw_to_id, 0));
+CREATE INDEX employes_changes_detected_at ON employes_changes (detected_at DESC);
+CREATE INDEX employes_changes_employee ON employes_changes (employee_id, detected_at);
+
+COMMENT ON TABLE employes_changes IS
+    'One row per changed field per version transition, classified (salary_change, hours_change, contract_change, status_change, termination, hired, rehired, created, updated, deleted, restored).';
+COMMENT ON COLUMN employes_changes.field_path IS 'JSON path of the field, e.g. $.employment.salary.month_wage or $.data[id=...].salary[id=...]; $ for a whole record.';
+COMMENT ON COLUMN employes_changes.effective_date IS 'The date the change takes effect, from the API''s start_date/end_date (NULL when the API gives none).';
+COMMENT ON COLUMN employes_changes.detected_at IS 'When the sync saw the change (not the effective date).';
+COMMENT ON COLUMN employes_changes.raw_from_id IS 'The version before the change (NULL for created).';
+COMMENT ON COLUMN employes_changes.raw_to_id IS 'The version after the change (NULL for deleted).';

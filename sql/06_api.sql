@@ -1,0 +1,192 @@
+-- The SQL API: trigger, wait, cancel, point-in-time reads. SECURITY DEFINER functions pin their
+-- search_path (pg_catalog first) so nothing planted in a caller's path can run in their place.
+
+CREATE FUNCTION employes_sync_reap_stale() RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+DECLARE
+    n integer;
+BEGIN
+    PERFORM pg_stat_clear_snapshot();
+    WITH dead AS (
+        UPDATE employes_sync_sessions s
+           SET status = 'error', completed_at = clock_timestamp(), errors = s.errors + 1,
+               error = format('the background worker (pid %s) is gone while the session was %s: it was killed, crashed, or the server restarted',
+                              coalesce(s.worker_pid::text, 'none'), s.status)
+         WHERE s.status IN ('queued', 'running')
+           AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                            WHERE a.pid = s.worker_pid AND a.backend_type = 'employes_sync worker')
+           -- a worker shows in pg_stat_activity once connected: give a new one a moment
+           AND (s.status = 'running' OR s.created_at < clock_timestamp() - interval '10 seconds')
+        RETURNING s.id, s.error)
+    INSERT INTO employes_sync_logs (session_id, level, step, message)
+    SELECT id, 'error', 'recovery', error FROM dead;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION employes_sync_reap_stale() IS
+    'Marks queued/running sessions whose worker no longer exists as error, with the reason. Called by every trigger, wait and status call.';
+
+CREATE FUNCTION employes_sync_trigger(source text DEFAULT 'manual', triggered_by text DEFAULT NULL)
+RETURNS employes_sync_sessions
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+DECLARE
+    s employes_sync_sessions;
+    who text := employes_sync_trigger.triggered_by;
+    src text := employes_sync_trigger.source;
+    claims text;
+    pid integer;
+BEGIN
+    IF src IS NULL OR src NOT IN ('manual', 'scheduler', 'api', 'webhook') THEN
+        RAISE EXCEPTION 'invalid sync source: %', coalesce(quote_literal(src), 'NULL')
+            USING ERRCODE = '22023', HINT = 'source must be one of: manual, scheduler, api, webhook';
+    END IF;
+    IF who IS NULL THEN
+        claims := nullif(current_setting('request.jwt.claims', true), '');
+        IF claims IS NOT NULL THEN
+            BEGIN
+                who := nullif(btrim(claims::jsonb ->> 'email'), '');
+            EXCEPTION WHEN invalid_text_representation THEN
+                who := NULL;
+            END;
+        END IF;
+        who := coalesce(who, nullif(current_setting('role'), 'none'), session_user::text);
+    END IF;
+    IF length(who) = 0 OR length(who) > 320 OR who ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'invalid triggered_by: % characters; it must be 1 to 320 characters without control characters', length(who)
+            USING ERRCODE = '22023';
+    END IF;
+
+    -- Triggers queue up here, so every concurrent caller sees the one active session.
+    PERFORM pg_advisory_xact_lock('employes_sync_sessions'::regclass::oid::integer, 0);
+    PERFORM employes_sync_reap_stale();
+
+    SELECT * INTO s FROM employes_sync_sessions WHERE status IN ('queued', 'running');
+    IF FOUND THEN
+        INSERT INTO employes_sync_logs (session_id, level, step, message, details)
+        VALUES (s.id, 'info', 'trigger', format('%s trigger by %s joined this %s session', src, who, s.status),
+                jsonb_build_object('source', src, 'triggered_by', who));
+        RAISE NOTICE 'a sync is already %: returning session %', s.status, s.id;
+        RETURN s;
+    END IF;
+
+    INSERT INTO employes_sync_sessions (source, triggered_by, requested_xid)
+    VALUES (src, who, pg_current_xact_id())
+    RETURNING * INTO s;
+    INSERT INTO employes_sync_logs (session_id, level, step, message, details)
+    VALUES (s.id, 'info', 'trigger', format('queued by %s (%s)', who, src), jsonb_build_object('source', src, 'triggered_by', who));
+
+    pid := employes_sync_launch_worker(s.id, s.requested_xid::text);
+    IF pid IS NULL THEN
+        UPDATE employes_sync_sessions
+           SET status = 'error', completed_at = clock_timestamp(), errors = 1,
+               error = format('no background worker could be started: all max_worker_processes (%s) slots are in use; raise max_worker_processes or retry later',
+                              current_setting('max_worker_processes'))
+         WHERE id = s.id
+        RETURNING * INTO s;
+        INSERT INTO employes_sync_logs (session_id, level, step, message) VALUES (s.id, 'error', 'trigger', s.error);
+        RAISE WARNING '%', s.error;
+    ELSE
+        UPDATE employes_sync_sessions SET worker_pid = pid WHERE id = s.id RETURNING * INTO s;
+    END IF;
+    RETURN s;
+END
+$$;
+COMMENT ON FUNCTION employes_sync_trigger(text, text) IS
+    'Starts a sync in a background worker and returns its session at once. source: manual, scheduler, api or webhook. triggered_by defaults to the PostgREST JWT email claim, else the role. If a sync is already queued or running, returns that session (with a NOTICE).';
+
+CREATE FUNCTION employes_sync_wait(session_id uuid, timeout_seconds integer DEFAULT 600)
+RETURNS employes_sync_sessions
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+DECLARE
+    s employes_sync_sessions;
+    deadline timestamptz;
+BEGIN
+    IF employes_sync_wait.session_id IS NULL THEN
+        RAISE EXCEPTION 'session_id must not be NULL' USING ERRCODE = '22023';
+    END IF;
+    IF timeout_seconds IS NULL OR timeout_seconds < 0 OR timeout_seconds > 86400 THEN
+        RAISE EXCEPTION 'timeout_seconds must be between 0 and 86400, got %', coalesce(timeout_seconds::text, 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    deadline := clock_timestamp() + make_interval(secs => timeout_seconds);
+    LOOP
+        PERFORM employes_sync_reap_stale();
+        SELECT * INTO s FROM employes_sync_sessions WHERE id = employes_sync_wait.session_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'no sync session with id %', employes_sync_wait.session_id USING ERRCODE = '22023';
+        END IF;
+        IF s.status NOT IN ('queued', 'running') THEN
+            RETURN s;
+        END IF;
+        IF s.requested_xid = pg_current_xact_id_if_assigned() THEN
+            RAISE EXCEPTION 'session % was triggered in this transaction: commit before waiting for it', s.id
+                USING ERRCODE = '55000';
+        END IF;
+        IF clock_timestamp() >= deadline THEN
+            RAISE EXCEPTION 'session % is still % after % seconds', s.id, s.status, timeout_seconds
+                USING ERRCODE = '57014', HINT = 'wait again, or stop it with employes_sync_cancel()';
+        END IF;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION employes_sync_wait(uuid, integer) IS
+    'Blocks until the session ends and returns its final row; SQLSTATE 57014 after timeout_seconds.';
+
+CREATE FUNCTION employes_sync_cancel(session_id uuid)
+RETURNS employes_sync_sessions
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+DECLARE
+    s employes_sync_sessions;
+BEGIN
+    IF employes_sync_cancel.session_id IS NULL THEN
+        RAISE EXCEPTION 'session_id must not be NULL' USING ERRCODE = '22023';
+    END IF;
+    UPDATE employes_sync_sessions
+       SET cancel_requested_at = coalesce(cancel_requested_at, clock_timestamp())
+     WHERE id = employes_sync_cancel.session_id AND status IN ('queued', 'running')
+    RETURNING * INTO s;
+    IF FOUND THEN
+        INSERT INTO employes_sync_logs (session_id, level, step, message)
+        VALUES (s.id, 'info', 'cancel', format('cancel requested by %s', coalesce(nullif(current_setting('role'), 'none'), session_user::text)));
+        RETURN s;
+    END IF;
+    SELECT * INTO s FROM employes_sync_sessions WHERE id = employes_sync_cancel.session_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no sync session with id %', employes_sync_cancel.session_id USING ERRCODE = '22023';
+    END IF;
+    RAISE EXCEPTION 'session % has already ended with status %', s.id, s.status USING ERRCODE = '55000';
+END
+$$;
+COMMENT ON FUNCTION employes_sync_cancel(uuid) IS
+    'Asks a queued or running sync to stop at the next page boundary; it ends as cancelled, with nothing half-applied and no deletions.';
+
+CREATE FUNCTION employes_employee_as_of(employee_id text, at timestamptz DEFAULT now())
+RETURNS jsonb
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+    SELECT r.payload
+      FROM employes_raw_data r
+     WHERE r.kind = 'employee' AND r.employee_id = $1
+       AND r.valid_from <= $2 AND (r.valid_to IS NULL OR r.valid_to > $2)
+$$;
+COMMENT ON FUNCTION employes_employee_as_of(text, timestamptz) IS
+    'The employee record as we knew it at that moment; NULL before we first saw the employee or while deleted.';
+
+-- Nothing for PUBLIC: grants are given explicitly (see README, "Security and grants").
+REVOKE ALL ON FUNCTION employes_sync_reap_stale() FROM PUBLIC;
+REVOKE ALL ON FUNCTION employes_sync_trigger(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION employes_sync_wait(uuid, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION employes_sync_cancel(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION employes_employee_as_of(text, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION employes_sync_launch_worker(uuid, text) FROM PUBLIC;

@@ -1,0 +1,193 @@
+//! The `employes_sync.*` settings. Everything that decides where the token goes or what it is is
+//! superuser-only; the token is hidden from `SHOW ALL` and shown masked even to superusers.
+
+use std::ffi::{c_char, c_void, CStr, CString};
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use employes_sync_core::client::{validate_base_url, ClientConfig};
+
+pub static BASE_URL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"https://connect.employes.nl/v4"));
+pub static COMPANY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static API_TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static REQUESTS_PER_SECOND: GucSetting<f64> = GucSetting::<f64>::new(5.0);
+pub static CONNECT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+pub static REQUEST_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+pub static MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(5);
+pub static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(4);
+pub static PER_PAGE: GucSetting<i32> = GucSetting::<i32>::new(100);
+pub static LOG_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
+
+pub fn init() {
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"employes_sync.base_url",
+            c"Base URL of the Employes API (http or https).",
+            c"Superuser-only: the API token is sent there. Point it at employes-sim for tests and demos.",
+            &BASE_URL,
+            GucContext::Suset,
+            GucFlags::SUPERUSER_ONLY,
+            Some(check_base_url),
+            None,
+            None,
+        );
+        GucRegistry::define_string_guc_with_hooks(
+            c"employes_sync.company_id",
+            c"Employes company (administration) UUID to sync.",
+            c"",
+            &COMPANY_ID,
+            GucContext::Suset,
+            GucFlags::SUPERUSER_ONLY,
+            Some(check_company_id),
+            None,
+            None,
+        );
+        GucRegistry::define_string_guc_with_hooks(
+            c"employes_sync.api_token",
+            c"Employes API token (JWT). Never shown, logged or put in an error.",
+            c"",
+            &API_TOKEN,
+            GucContext::Suset,
+            GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL | GucFlags::NO_RESET_ALL,
+            None,
+            None,
+            Some(show_token),
+        );
+    }
+    GucRegistry::define_float_guc(
+        c"employes_sync.requests_per_second",
+        c"Most requests per second sent to the Employes API, across all requests of a sync.",
+        c"",
+        &REQUESTS_PER_SECOND,
+        0.1,
+        10_000.0,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    let ints: [(&'static CStr, &'static CStr, &'static GucSetting<i32>, i32, i32, GucFlags); 6] = [
+        (c"employes_sync.connect_timeout_ms", c"Timeout to connect to the API.", &CONNECT_TIMEOUT_MS, 100, 600_000, GucFlags::UNIT_MS),
+        (c"employes_sync.request_timeout_ms", c"Timeout of one API request, body included.", &REQUEST_TIMEOUT_MS, 100, 3_600_000, GucFlags::UNIT_MS),
+        (c"employes_sync.max_retries", c"Retries of a request after 429, 5xx, timeouts and resets.", &MAX_RETRIES, 0, 20, GucFlags::default()),
+        (c"employes_sync.concurrency", c"HTTP connections used in parallel (always within requests_per_second).", &CONCURRENCY, 1, 32, GucFlags::default()),
+        (c"employes_sync.per_page", c"Employees per list page requested (the API caps it at 100).", &PER_PAGE, 1, 100, GucFlags::default()),
+        (c"employes_sync.log_retention_days", c"Days employes_sync_logs rows are kept (0 = forever); history tables are never pruned.", &LOG_RETENTION_DAYS, 0, 36_500, GucFlags::default()),
+    ];
+    for (name, short, setting, min, max, flags) in ints {
+        GucRegistry::define_int_guc(
+            name,
+            short,
+            c"",
+            setting,
+            min,
+            max,
+            GucContext::Suset,
+            flags,
+        );
+    }
+}
+
+fn string(setting: &GucSetting<Option<CString>>) -> String {
+    setting
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The client configuration from the current settings (main thread only).
+pub fn client_config() -> ClientConfig {
+    ClientConfig {
+        base_url: string(&BASE_URL),
+        company_id: string(&COMPANY_ID).trim().to_owned(),
+        token: string(&API_TOKEN).trim().to_owned(),
+        requests_per_second: REQUESTS_PER_SECOND.get(),
+        connect_timeout: std::time::Duration::from_millis(CONNECT_TIMEOUT_MS.get() as u64),
+        request_timeout: std::time::Duration::from_millis(REQUEST_TIMEOUT_MS.get() as u64),
+        max_retries: MAX_RETRIES.get() as u32,
+        per_page: PER_PAGE.get() as u32,
+        ..ClientConfig::default()
+    }
+}
+
+unsafe fn reject(detail: &str) -> bool {
+    let detail = CString::new(detail).unwrap_or_default();
+    unsafe {
+        pg_sys::GUC_check_errcode(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE as i32);
+        pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
+    }
+    false
+}
+
+unsafe fn new_value(newval: *mut *mut c_char) -> Option<String> {
+    unsafe {
+        if newval.is_null() || (*newval).is_null() {
+            None
+        } else {
+            Some(CStr::from_ptr(*newval).to_string_lossy().into_owned())
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_base_url(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    match unsafe { new_value(newval) } {
+        None => true,
+        Some(v) => match validate_base_url(&v) {
+            Ok(()) => true,
+            Err(e) => unsafe { reject(&e) },
+        },
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_company_id(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    match unsafe { new_value(newval) } {
+        None => true,
+        Some(v) if v.trim().is_empty() || is_uuid(v.trim()) => true,
+        Some(_) => unsafe {
+            reject("employes_sync.company_id must be a UUID such as 5f1c6a4e-1c1f-4b8e-9a53-2b7d3f0e9a11")
+        },
+    }
+}
+
+fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| {
+            if [8, 13, 18, 23].contains(&i) {
+                *c == b'-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn show_token() -> *const c_char {
+    let set = unsafe { !API_TOKEN.as_ptr().read().is_null() && *API_TOKEN.as_ptr().read() != 0 };
+    if set {
+        c"********".as_ptr()
+    } else {
+        c"".as_ptr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn uuids_are_recognised() {
+        assert!(super::is_uuid("5f1c6a4e-1c1f-4b8e-9a53-2b7d3f0e9a11"));
+        assert!(!super::is_uuid("5f1c6a4e1c1f4b8e9a532b7d3f0e9a11"));
+        assert!(!super::is_uuid("not-a-uuid"));
+    }
+}

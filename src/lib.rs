@@ -1,0 +1,73 @@
+//! employes_sync: keeps a current and historical copy of Employes.nl payroll data inside
+//! PostgreSQL. `guc` defines the settings, `api` the Rust-side SQL functions, `worker` the
+//! background worker and its storage; the pure logic lives in the `employes-sync-core` crate and
+//! the schema and SQL API in `sql/`.
+
+use pgrx::prelude::*;
+
+mod api;
+mod guc;
+mod worker;
+
+::pgrx::pg_module_magic!();
+
+extension_sql_file!("../sql/01_sessions.sql", name = "sessions", bootstrap);
+extension_sql_file!(
+    "../sql/02_raw_data.sql",
+    name = "raw_data",
+    requires = ["sessions"]
+);
+extension_sql_file!(
+    "../sql/03_changes.sql",
+    name = "changes",
+    requires = ["raw_data"]
+);
+extension_sql_file!(
+    "../sql/04_timeline.sql",
+    name = "timeline",
+    requires = ["changes"]
+);
+extension_sql_file!(
+    "../sql/05_views.sql",
+    name = "views",
+    requires = ["timeline"]
+);
+extension_sql_file!(
+    "../sql/06_api.sql",
+    name = "api",
+    requires = ["views", api::employes_sync_launch_worker]
+);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    guc::init();
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn schema_is_installed_with_comments() {
+        let missing: Option<i64> = Spi::get_one(
+            "SELECT count(*) FROM unnest(ARRAY['employes_sync_sessions','employes_sync_logs','employes_raw_data',
+                 'employes_changes','employes_timeline','employes_current','employes_recent_changes']) t(name)
+              WHERE obj_description(to_regclass(t.name), 'pg_class') IS NULL",
+        )
+        .unwrap();
+        assert_eq!(missing, Some(0));
+    }
+}
+
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![
+            "shared_preload_libraries = 'pg_cron,employes_sync'",
+            "cron.database_name = 'pgrx_tests'",
+        ]
+    }
+}

@@ -1,0 +1,543 @@
+//! The background worker that runs one sync session, shaped like pg_cron's: HTTP on helper
+//! threads outside any transaction, one short transaction per page or history batch on the main
+//! thread, SIGTERM and cancellation checked between units of work, every failure recorded on the
+//! session row and in the log table rather than lost in a panic.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use serde_json::{json, Value};
+
+use employes_sync_core::classify::Kind;
+use employes_sync_core::client::Client;
+use employes_sync_core::sync::{
+    run_sync, ApplyStats, FinalStatus, Level, Outcome, Progress, StopReason, Store, SyncOptions,
+};
+use employes_sync_core::versions::{self, Existing, Incoming};
+
+use crate::guc;
+
+pub const WORKER_TYPE: &str = "employes_sync worker";
+
+/// Starts the worker for a session; the pid once the postmaster started it, `None` when no
+/// background worker slot is free.
+pub fn launch(session_id: &str, requested_xid: &str) -> Option<i32> {
+    let db = unsafe { pg_sys::MyDatabaseId };
+    let extra = format!("{} {} {}", u32::from(db), session_id, requested_xid);
+    let handle = BackgroundWorkerBuilder::new(&format!("{WORKER_TYPE} {session_id}"))
+        .set_type(WORKER_TYPE)
+        .set_library("employes_sync")
+        .set_function("employes_sync_worker_main")
+        .enable_spi_access()
+        .set_extra(&extra)
+        .set_restart_time(None)
+        .set_notify_pid(unsafe { pg_sys::MyProcPid })
+        .load_dynamic()
+        .ok()?;
+    handle.wait_for_startup().ok().map(|pid| pid as i32)
+}
+
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn employes_sync_worker_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let extra = BackgroundWorker::get_extra().to_owned();
+    let mut parts = extra.split_whitespace();
+    let (Some(db), Some(session), Some(xid)) = (parts.next(), parts.next(), parts.next()) else {
+        pgrx::log!("employes_sync worker: malformed start arguments");
+        return;
+    };
+    let Ok(db) = db.parse::<u32>() else { return };
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
+    run(session.to_owned(), xid.to_owned());
+}
+
+/// Runs `f` in its own transaction; a Postgres error inside is caught, the transaction aborted,
+/// and the message returned.
+fn in_tx<R>(
+    f: impl FnOnce() -> Result<R, String> + std::panic::UnwindSafe + std::panic::RefUnwindSafe,
+) -> Result<R, String> {
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let result = PgTryBuilder::new(f)
+        .catch_others(|e| {
+            Err(match e {
+                pg_sys::panic::CaughtError::PostgresError(r)
+                | pg_sys::panic::CaughtError::ErrorReport(r) => match r.detail() {
+                    Some(d) => format!("{} ({d})", r.message()),
+                    None => r.message().to_owned(),
+                },
+                pg_sys::panic::CaughtError::RustPanic { ereport, .. } => {
+                    ereport.message().to_owned()
+                }
+            })
+        })
+        .execute();
+    unsafe {
+        match &result {
+            Ok(_) => {
+                pg_sys::PopActiveSnapshot();
+                pg_sys::CommitTransactionCommand();
+            }
+            Err(_) => pg_sys::AbortCurrentTransaction(),
+        }
+    }
+    result
+}
+
+fn spi_err(e: pgrx::spi::SpiError) -> String {
+    e.to_string()
+}
+
+fn run(session: String, xid: String) {
+    let schema = in_tx(|| {
+        let schema: Option<String> = Spi::get_one(
+            "SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'employes_sync'",
+        )
+        .map_err(spi_err)?;
+        let schema = schema.ok_or("extension employes_sync is not installed in this database")?;
+        Spi::run_with_args(
+            "SELECT set_config('search_path', quote_ident($1) || ', pg_catalog', false)",
+            &[schema.clone().into()],
+        )
+        .map_err(spi_err)?;
+        Ok(schema)
+    });
+    if let Err(e) = schema {
+        pgrx::log!("employes_sync worker: {e}");
+        return;
+    }
+    if !wait_for_creator(&session, &xid) {
+        return;
+    }
+    let started = in_tx(|| {
+        Spi::get_one_with_args::<bool>(
+            "UPDATE employes_sync_sessions SET status = 'running', started_at = clock_timestamp(), worker_pid = pg_backend_pid(),
+                    heartbeat_at = clock_timestamp()
+              WHERE id = $1::uuid AND status = 'queued' RETURNING cancel_requested_at IS NOT NULL",
+            &[session.clone().into()],
+        )
+        .map_err(spi_err)
+    });
+    let cancelled_early = match started {
+        Ok(Some(c)) => c,
+        Ok(None) => return, // reaped or already handled
+        Err(e) => {
+            pgrx::log!("employes_sync worker: cannot start session {session}: {e}");
+            return;
+        }
+    };
+    let mut store = SpiStore {
+        session: session.clone(),
+        sigterm: false,
+    };
+    let begun = Instant::now();
+    let outcome = if cancelled_early {
+        Outcome {
+            status: FinalStatus::Cancelled,
+            error: Some("cancelled before it started".into()),
+            snapshot_complete: false,
+            progress: Progress::default(),
+        }
+    } else {
+        let cfg = guc::client_config();
+        let opts = SyncOptions {
+            concurrency: guc::CONCURRENCY.get().max(1) as usize,
+            ..SyncOptions::default()
+        };
+        store.log(
+            Level::Info,
+            "start",
+            "sync started",
+            json!({"base_url": cfg.base_url, "company_id": cfg.company_id, "requests_per_second": cfg.requests_per_second,
+                   "per_page": cfg.per_page, "concurrency": opts.concurrency, "max_retries": cfg.max_retries}),
+        );
+        match Client::new(cfg) {
+            Ok(client) => run_sync(&client, &mut store, opts),
+            Err(e) => {
+                store.log(Level::Error, "start", &e.to_string(), json!({}));
+                Outcome {
+                    status: FinalStatus::Error,
+                    error: Some(e.to_string()),
+                    snapshot_complete: false,
+                    progress: Progress::default(),
+                }
+            }
+        }
+    };
+    let p = &outcome.progress;
+    if p.versions_written > 0 || p.deleted > 0 || p.changes_detected > 0 {
+        let t = Instant::now();
+        match in_tx(|| {
+            Spi::run("REFRESH MATERIALIZED VIEW CONCURRENTLY employes_timeline").map_err(spi_err)
+        }) {
+            Ok(()) => store.log(
+                Level::Info,
+                "timeline",
+                "timeline refreshed",
+                json!({"ms": t.elapsed().as_millis() as u64}),
+            ),
+            Err(e) => store.log(
+                Level::Error,
+                "timeline",
+                &format!("timeline refresh failed: {e}"),
+                json!({}),
+            ),
+        }
+    }
+    let retention = guc::LOG_RETENTION_DAYS.get();
+    if retention > 0 {
+        let _ = in_tx(|| {
+            Spi::run_with_args(
+                "DELETE FROM employes_sync_logs l WHERE l.logged_at < now() - make_interval(days => $1)
+                   AND NOT EXISTS (SELECT 1 FROM employes_sync_sessions s WHERE s.id = l.session_id AND s.status IN ('queued', 'running'))",
+                &[retention.into()],
+            )
+            .map_err(spi_err)
+        });
+    }
+    store.log(
+        if outcome.status == FinalStatus::Completed { Level::Info } else { Level::Warning },
+        "finish",
+        &format!("sync {} in {:.1} s", outcome.status.as_str(), begun.elapsed().as_secs_f64()),
+        json!({"status": outcome.status.as_str(), "seconds": begun.elapsed().as_secs_f64(), "snapshot_complete": outcome.snapshot_complete,
+               "api_requests": p.api_requests, "retries": p.retries, "versions_written": p.versions_written,
+               "changes_detected": p.changes_detected, "employees_deleted": p.deleted, "errors": p.errors}),
+    );
+    let finished = in_tx(|| {
+        let mut args = progress_args(&session, p);
+        args.push(outcome.status.as_str().into());
+        args.push(outcome.error.clone().into());
+        args.push(outcome.snapshot_complete.into());
+        Spi::run_with_args(
+            &format!(
+                "UPDATE employes_sync_sessions SET {PROGRESS_SET}, status = $12, error = $13, snapshot_complete = $14,
+                        completed_at = clock_timestamp() WHERE id = $1::uuid"
+            ),
+            &args,
+        )
+        .map_err(spi_err)
+    });
+    if let Err(e) = finished {
+        pgrx::log!("employes_sync worker: could not close session {session}: {e}");
+    }
+}
+
+/// The trigger may still be inside its transaction; the session row appears when it commits.
+fn wait_for_creator(session: &str, xid: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(24 * 3600);
+    loop {
+        let state = in_tx(|| {
+            let visible = Spi::get_one_with_args::<bool>(
+                "SELECT EXISTS (SELECT 1 FROM employes_sync_sessions WHERE id = $1::uuid)",
+                &[session.to_owned().into()],
+            )
+            .map_err(spi_err)?
+            .unwrap_or(false);
+            let status: Option<String> =
+                Spi::get_one_with_args("SELECT pg_xact_status($1::xid8)", &[xid.to_owned().into()])
+                    .map_err(spi_err)?;
+            Ok((visible, status))
+        });
+        match state {
+            Ok((true, _)) => return true,
+            Ok((false, Some(s))) if s == "in progress" => {}
+            Ok(_) | Err(_) => return false, // rolled back: nothing to do
+        }
+        if Instant::now() > deadline
+            || !BackgroundWorker::wait_latch(Some(Duration::from_millis(20)))
+        {
+            return false;
+        }
+    }
+}
+
+const PROGRESS_SET: &str = "pages_total = $2, pages_done = $3, employees_total = $4, employees_done = $5, api_requests = $6,
+    retries = $7, versions_written = $8, changes_detected = $9, errors = $10, employees_deleted = $11, heartbeat_at = clock_timestamp()";
+
+fn clamp(v: u64) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+fn progress_args<'a>(session: &str, p: &Progress) -> Vec<DatumWithOid<'a>> {
+    vec![
+        session.to_owned().into(),
+        p.pages_total.map(clamp).into(),
+        clamp(p.pages_done).into(),
+        p.employees_total.map(clamp).into(),
+        clamp(p.employees_done).into(),
+        clamp(p.api_requests).into(),
+        clamp(p.retries).into(),
+        clamp(p.versions_written).into(),
+        clamp(p.changes_detected).into(),
+        clamp(p.errors).into(),
+        clamp(p.deleted).into(),
+    ]
+}
+
+fn write_progress(session: &str, p: &Progress) -> Result<(), String> {
+    Spi::run_with_args(
+        &format!("UPDATE employes_sync_sessions SET {PROGRESS_SET} WHERE id = $1::uuid"),
+        &progress_args(session, p),
+    )
+    .map_err(spi_err)
+}
+
+struct SpiStore {
+    session: String,
+    sigterm: bool,
+}
+
+const LOOKUP: &str = "
+SELECT i.employee_id, r.id, r.version, r.content_hash, r.valid_to IS NULL,
+       CASE WHEN r.content_hash <> i.hash OR r.valid_to IS NOT NULL THEN r.payload::text END
+  FROM unnest($2::text[], $3::text[]) AS i (employee_id, hash)
+  JOIN LATERAL (SELECT d.id, d.version, d.content_hash, d.valid_to, d.payload
+                  FROM employes_raw_data d
+                 WHERE d.kind = $1 AND d.employee_id = i.employee_id
+                 ORDER BY d.version DESC LIMIT 1) r ON true";
+
+const CLOSE: &str = "
+UPDATE employes_raw_data SET valid_to = now(), closed_session_id = $2::uuid
+ WHERE id = ANY ($1::bigint[]) AND valid_to IS NULL
+RETURNING id";
+
+const WRITE: &str = "
+WITH v AS (
+    SELECT * FROM jsonb_to_recordset($1::jsonb) AS x (employee_id text, payload jsonb, content_hash text, version integer, ord integer)
+), ins AS (
+    INSERT INTO employes_raw_data (kind, employee_id, payload, content_hash, version, valid_from, first_session_id)
+    SELECT $2, employee_id, payload, content_hash, version, now(), $3::uuid FROM v ORDER BY ord
+    RETURNING id, employee_id
+), c AS (
+    SELECT * FROM jsonb_to_recordset($4::jsonb) AS y (employee_id text, change_type text, field_path text, old_value jsonb,
+                                                       new_value jsonb, effective_date date, raw_from_id bigint)
+), chg AS (
+    INSERT INTO employes_changes (session_id, employee_id, kind, change_type, field_path, old_value, new_value,
+                                  effective_date, detected_at, raw_from_id, raw_to_id)
+    SELECT $3::uuid, c.employee_id, $2, c.change_type, c.field_path, c.old_value, c.new_value, c.effective_date, now(),
+           c.raw_from_id, ins.id
+      FROM c JOIN ins ON ins.employee_id = c.employee_id
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM ins)::bigint, (SELECT count(*) FROM chg)::bigint";
+
+const DELETE_MISSING: &str = "
+WITH seen AS (
+    SELECT DISTINCT unnest($1::text[]) AS employee_id
+), gone AS (
+    UPDATE employes_raw_data r SET valid_to = now(), closed_session_id = $2::uuid
+     WHERE r.valid_to IS NULL AND NOT EXISTS (SELECT 1 FROM seen s WHERE s.employee_id = r.employee_id)
+    RETURNING r.id, r.kind, r.employee_id, r.payload
+), chg AS (
+    INSERT INTO employes_changes (session_id, employee_id, kind, change_type, field_path, old_value, detected_at, raw_from_id)
+    SELECT $2::uuid, employee_id, kind, 'deleted', '$', payload, now(), id FROM gone
+    RETURNING 1
+)
+SELECT (SELECT count(DISTINCT employee_id) FROM gone)::bigint, (SELECT count(*) FROM chg)::bigint";
+
+impl SpiStore {
+    fn apply_batch(
+        &self,
+        kind: Kind,
+        records: Vec<Incoming>,
+        progress: &Progress,
+    ) -> Result<ApplyStats, String> {
+        let hashes = versions::hashes(&records);
+        let ids: Vec<String> = records.iter().map(|r| r.employee_id.clone()).collect();
+        let session = self.session.clone();
+        let mut existing: HashMap<String, Existing> = HashMap::new();
+        Spi::connect(|client| -> Result<(), String> {
+            let rows = client
+                .select(
+                    LOOKUP,
+                    None,
+                    &[
+                        kind.as_str().into(),
+                        ids.clone().into(),
+                        hashes.clone().into(),
+                    ],
+                )
+                .map_err(spi_err)?;
+            for row in rows {
+                let id: String = row.get(1).map_err(spi_err)?.unwrap_or_default();
+                let payload: Option<String> = row.get(6).map_err(spi_err)?;
+                let payload = match payload {
+                    Some(text) => Some(
+                        serde_json::from_str::<Value>(&text)
+                            .map_err(|e| format!("stored payload of {id} unreadable: {e}"))?,
+                    ),
+                    None => None,
+                };
+                existing.insert(
+                    id,
+                    Existing {
+                        raw_id: row.get(2).map_err(spi_err)?.unwrap_or_default(),
+                        version: row.get(3).map_err(spi_err)?.unwrap_or_default(),
+                        content_hash: row.get(4).map_err(spi_err)?.unwrap_or_default(),
+                        is_current: row.get(5).map_err(spi_err)?.unwrap_or(false),
+                        payload,
+                    },
+                );
+            }
+            Ok(())
+        })?;
+        let plan = versions::plan(kind, records, hashes, &existing);
+        let mut stats = ApplyStats::default();
+        if !plan.is_empty() {
+            let close: Vec<i64> = plan.iter().filter_map(|v| v.close_raw_id).collect();
+            let mut new_versions = Vec::with_capacity(plan.len());
+            let mut changes = Vec::new();
+            for (ord, v) in plan.into_iter().enumerate() {
+                for c in &v.changes {
+                    changes.push(json!({
+                        "employee_id": v.employee_id, "change_type": c.change_type.as_str(), "field_path": c.field_path,
+                        "old_value": c.old_value, "new_value": c.new_value,
+                        "effective_date": c.effective_date.map(|d| d.to_string()), "raw_from_id": v.from_raw_id,
+                    }));
+                }
+                new_versions.push(json!({"employee_id": v.employee_id, "payload": v.payload, "content_hash": v.content_hash,
+                                         "version": v.version, "ord": ord}));
+            }
+            Spi::connect_mut(|client| -> Result<(), String> {
+                if !close.is_empty() {
+                    let closed = client
+                        .update(CLOSE, None, &[close.clone().into(), session.clone().into()])
+                        .map_err(spi_err)?
+                        .len();
+                    if closed != close.len() {
+                        return Err(format!("expected to close {} current versions, closed {closed}: modified concurrently", close.len()));
+                    }
+                }
+                let row = client
+                    .update(
+                        WRITE,
+                        Some(1),
+                        &[
+                            Value::Array(new_versions).to_string().into(),
+                            kind.as_str().into(),
+                            session.clone().into(),
+                            Value::Array(changes).to_string().into(),
+                        ],
+                    )
+                    .map_err(spi_err)?
+                    .first();
+                let (v, c) = row.get_two::<i64, i64>().map_err(spi_err)?;
+                stats = ApplyStats {
+                    versions_written: v.unwrap_or(0) as u64,
+                    changes_detected: c.unwrap_or(0) as u64,
+                };
+                Ok(())
+            })?;
+        }
+        let mut p = progress.clone();
+        p.versions_written += stats.versions_written;
+        p.changes_detected += stats.changes_detected;
+        write_progress(&self.session, &p)?;
+        Ok(stats)
+    }
+}
+
+impl Store for SpiStore {
+    fn apply(
+        &mut self,
+        kind: Kind,
+        records: Vec<Incoming>,
+        progress: &Progress,
+    ) -> Result<ApplyStats, String> {
+        let progress = progress.clone();
+        let this = SpiStore {
+            session: self.session.clone(),
+            sigterm: self.sigterm,
+        };
+        let records = std::sync::Mutex::new(Some(records));
+        in_tx(move || {
+            let records = records
+                .lock()
+                .map_err(|e| e.to_string())?
+                .take()
+                .unwrap_or_default();
+            this.apply_batch(kind, records, &progress)
+        })
+    }
+
+    fn delete_missing(
+        &mut self,
+        seen: &[String],
+        progress: &Progress,
+    ) -> Result<ApplyStats, String> {
+        let session = self.session.clone();
+        let seen = seen.to_vec();
+        let progress = progress.clone();
+        in_tx(move || {
+            let (employees, changes) = Spi::get_two_with_args::<i64, i64>(
+                DELETE_MISSING,
+                &[seen.into(), session.clone().into()],
+            )
+            .map_err(spi_err)?;
+            let stats = ApplyStats {
+                versions_written: employees.unwrap_or(0) as u64,
+                changes_detected: changes.unwrap_or(0) as u64,
+            };
+            let mut p = progress.clone();
+            p.deleted = stats.versions_written;
+            p.changes_detected += stats.changes_detected;
+            write_progress(&session, &p)?;
+            Ok(stats)
+        })
+    }
+
+    fn progress(&mut self, progress: &Progress) -> Result<(), String> {
+        let session = self.session.clone();
+        let progress = progress.clone();
+        in_tx(move || write_progress(&session, &progress))
+    }
+
+    fn log(&mut self, level: Level, step: &str, message: &str, details: Value) {
+        let args = (
+            self.session.clone(),
+            level.as_str().to_owned(),
+            step.to_owned(),
+            message.to_owned(),
+            details.to_string(),
+        );
+        let result = in_tx(move || {
+            Spi::run_with_args(
+                "INSERT INTO employes_sync_logs (session_id, level, step, message, details) VALUES ($1::uuid, $2, $3, $4, $5::jsonb)",
+                &[args.0.into(), args.1.into(), args.2.into(), args.3.into(), args.4.into()],
+            )
+            .map_err(spi_err)
+        });
+        if let Err(e) = result {
+            pgrx::log!("employes_sync worker: could not write a log line: {e}");
+        }
+    }
+
+    fn check_stop(&mut self) -> Option<StopReason> {
+        if self.sigterm || BackgroundWorker::sigterm_received() {
+            self.sigterm = true;
+            return Some(StopReason::Terminated(
+                "the worker was terminated (SIGTERM: pg_terminate_backend or server shutdown); nothing half-applied".into(),
+            ));
+        }
+        let session = self.session.clone();
+        let cancelled = in_tx(move || {
+            Spi::get_one_with_args::<bool>(
+                "SELECT cancel_requested_at IS NOT NULL FROM employes_sync_sessions WHERE id = $1::uuid",
+                &[session.into()],
+            )
+            .map_err(spi_err)
+        });
+        match cancelled {
+            Ok(Some(true)) => Some(StopReason::Cancelled),
+            _ => None,
+        }
+    }
+}
