@@ -1,0 +1,356 @@
+//! Harness for whole-system scenarios: a throwaway PostgreSQL 15 cluster (Debian's binaries, run
+//! as the `postgres` user when we are root) with `shared_preload_libraries = 'pg_cron,employes_sync'`
+//! and the extension created, talking over loopback to an in-process `employes-sim`.
+//!
+//! The extension must be installed first (`cargo pgrx install`, done by `scripts/test.sh`).
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub use employes_sim::{Sim, SimConfig};
+pub use postgres::{Client, NoTls, Row};
+
+pub const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc_geteuid() == 0 }
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// Runs a PostgreSQL binary as the cluster owner.
+fn pg_cmd(bin: &str) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", &format!("{BIN}/{bin}")]);
+        c
+    } else {
+        Command::new(format!("{BIN}/{bin}"))
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running cluster; stopped and removed on drop.
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+impl Cluster {
+    /// initdb + start with the extension's settings plus `extra` lines of postgresql.conf.
+    pub fn start(name: &str, extra: &[String]) -> Cluster {
+        let base = std::env::var("EMPLOYES_SYNC_TEST_DIR")
+            .unwrap_or_else(|_| "/tmp/employes_sync_e2e".into());
+        let dir = PathBuf::from(base).join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.parent().unwrap())
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        let data = dir.join("data");
+        let out = pg_cmd("initdb")
+            .args(["-D"])
+            .arg(&data)
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale",
+                "C",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let mut conf = vec![
+            format!("port = {port}"),
+            "listen_addresses = '127.0.0.1'".into(),
+            format!("unix_socket_directories = '{}'", dir.display()),
+            "shared_preload_libraries = 'pg_cron,employes_sync'".into(),
+            "cron.database_name = 'postgres'".into(),
+            "max_worker_processes = 16".into(),
+            "fsync = off".into(),
+            "log_min_messages = warning".into(),
+            "employes_sync.api_token = 'demo-token'".into(),
+            "employes_sync.max_retries = 3".into(),
+            "employes_sync.request_timeout_ms = 5000".into(),
+        ];
+        conf.extend(extra.iter().cloned());
+        let mut text = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        text.push_str("\n# employes_sync e2e\n");
+        text.push_str(&conf.join("\n"));
+        text.push('\n');
+        std::fs::write(data.join("postgresql.conf"), text).unwrap();
+        let cluster = Cluster { dir, port };
+        cluster.pg_ctl_start();
+        let mut c = cluster.connect();
+        c.batch_execute("CREATE EXTENSION pg_cron; CREATE EXTENSION employes_sync;")
+            .unwrap();
+        cluster
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    pub fn pg_ctl_start(&self) {
+        let out = pg_cmd("pg_ctl")
+            .args(["-D"])
+            .arg(self.dir.join("data"))
+            .args(["-l"])
+            .arg(self.log_file())
+            .args(["-w", "-t", "60", "start"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.server_log()
+        );
+    }
+
+    /// `mode`: smart, fast or immediate.
+    pub fn pg_ctl_stop(&self, mode: &str) {
+        let _ = pg_cmd("pg_ctl")
+            .args(["-D"])
+            .arg(self.dir.join("data"))
+            .args(["-w", "-t", "60", "-m", mode, "stop"])
+            .output();
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.log_file()).unwrap_or_default()
+    }
+
+    pub fn connect(&self) -> Client {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match Client::connect(
+                &format!(
+                    "host=127.0.0.1 port={} user=postgres dbname=postgres",
+                    self.port
+                ),
+                NoTls,
+            ) {
+                Ok(c) => return c,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("cannot connect: {e}"),
+            }
+        }
+    }
+
+    /// Points the extension at a simulator (ALTER SYSTEM + reload; workers read it at start).
+    pub fn use_sim(&self, sim: &Sim, requests_per_second: f64) {
+        let mut c = self.connect();
+        for (name, value) in [
+            ("base_url", sim.base_url()),
+            ("company_id", sim.company_id()),
+            ("api_token", sim.token()),
+            ("requests_per_second", requests_per_second.to_string()),
+        ] {
+            c.batch_execute(&format!(
+                "ALTER SYSTEM SET employes_sync.{name} = '{value}'"
+            ))
+            .unwrap();
+        }
+        c.batch_execute("SELECT pg_reload_conf()").unwrap();
+        // pg_reload_conf only signals; wait until a new backend sees the value.
+        let expected = sim.base_url();
+        wait_until(Duration::from_secs(10), "settings reloaded", || {
+            let mut c = self.connect();
+            let v: String = c
+                .query_one("SELECT current_setting('employes_sync.base_url')", &[])
+                .unwrap()
+                .get(0);
+            v == expected
+        });
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.pg_ctl_stop("immediate");
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("cluster kept for inspection: {}", self.dir.display());
+        }
+    }
+}
+
+/// Polls `cond` until it is true or the deadline passes (then panics with `what`).
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The columns of a session that scenarios look at.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: uuid::Uuid,
+    pub status: String,
+    pub source: String,
+    pub triggered_by: String,
+    pub error: Option<String>,
+    pub api_requests: i32,
+    pub retries: i32,
+    pub versions_written: i32,
+    pub changes_detected: i32,
+    pub employees_deleted: i32,
+    pub pages_total: Option<i32>,
+    pub pages_done: i32,
+    pub employees_total: Option<i32>,
+    pub employees_done: i32,
+    pub errors: i32,
+    pub snapshot_complete: Option<bool>,
+}
+
+pub const SESSION_COLUMNS: &str = "id, status, source, triggered_by, error, api_requests, retries, versions_written, changes_detected,
+    employees_deleted, pages_total, pages_done, employees_total, employees_done, errors, snapshot_complete";
+
+impl From<&Row> for Session {
+    fn from(r: &Row) -> Session {
+        Session {
+            id: r.get(0),
+            status: r.get(1),
+            source: r.get(2),
+            triggered_by: r.get(3),
+            error: r.get(4),
+            api_requests: r.get(5),
+            retries: r.get(6),
+            versions_written: r.get(7),
+            changes_detected: r.get(8),
+            employees_deleted: r.get(9),
+            pages_total: r.get(10),
+            pages_done: r.get(11),
+            employees_total: r.get(12),
+            employees_done: r.get(13),
+            errors: r.get(14),
+            snapshot_complete: r.get(15),
+        }
+    }
+}
+
+pub fn trigger(c: &mut Client, source: &str, by: &str) -> Session {
+    let row = c
+        .query_one(
+            &format!("SELECT {SESSION_COLUMNS} FROM employes_sync_trigger($1, $2)"),
+            &[&source, &by],
+        )
+        .unwrap();
+    Session::from(&row)
+}
+
+pub fn wait(c: &mut Client, id: uuid::Uuid) -> Session {
+    let row = c
+        .query_one(
+            &format!("SELECT {SESSION_COLUMNS} FROM employes_sync_wait($1, 600)"),
+            &[&id],
+        )
+        .unwrap();
+    Session::from(&row)
+}
+
+/// Triggers a manual sync and waits for its end.
+pub fn sync(c: &mut Client) -> Session {
+    let s = trigger(c, "manual", "e2e@example.org");
+    wait(c, s.id)
+}
+
+/// (employee_id, change_type) pairs recorded by a session.
+pub fn change_pairs(c: &mut Client, session: uuid::Uuid) -> BTreeSet<(String, String)> {
+    c.query(
+        "SELECT DISTINCT employee_id, change_type FROM employes_changes WHERE session_id = $1",
+        &[&session],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// (employee_id, change_type, effective_date) triples recorded by a session.
+pub fn change_dates(
+    c: &mut Client,
+    session: uuid::Uuid,
+) -> BTreeSet<(String, String, Option<String>)> {
+    c.query(
+        "SELECT DISTINCT employee_id, change_type, effective_date::text FROM employes_changes WHERE session_id = $1",
+        &[&session],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect()
+}
+
+pub fn count(c: &mut Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).unwrap().get(0)
+}
+
+/// A stable fingerprint of the history tables' contents, ids, times and sessions aside.
+pub fn fingerprint(c: &mut Client) -> Vec<String> {
+    let mut rows: Vec<String> = c
+        .query(
+            "SELECT format('raw %s %s v%s %s current=%s', kind, employee_id, version, content_hash, valid_to IS NULL)
+               FROM employes_raw_data
+             UNION ALL
+             SELECT format('change %s %s %s %s %s -> %s eff %s', kind, employee_id, change_type, field_path, old_value, new_value, effective_date)
+               FROM employes_changes",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// A simulator with test-friendly defaults (fast, but still rate limited).
+pub fn sim(employees: usize, seed: u64, rps: f64) -> Sim {
+    Sim::start(SimConfig {
+        employees,
+        seed,
+        rps,
+        ..SimConfig::default()
+    })
+    .expect("simulator starts")
+}

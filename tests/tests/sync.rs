@@ -1,0 +1,324 @@
+//! The sync end to end, as a user runs it: trigger from a client connection, a background worker
+//! fetching from employes-sim over loopback, raw versions, typed changes and the timeline.
+
+use std::collections::BTreeSet;
+
+use employes_sim::{AdvanceOptions, Endpoint, FaultAction, FaultRule, StepReport};
+use employes_sync_e2e::*;
+
+/// Fast but still rate limited: the sim allows 200/s, the extension paces at 150/s.
+fn setup(name: &str, employees: usize) -> (Cluster, Sim, Client) {
+    let cluster = Cluster::start(name, &[]);
+    let sim = sim(employees, 1, 200.0);
+    cluster.use_sim(&sim, 150.0);
+    let c = cluster.connect();
+    (cluster, sim, c)
+}
+
+fn truth_pairs(report: &StepReport) -> BTreeSet<(String, String)> {
+    report
+        .changes
+        .iter()
+        .map(|t| (t.employee_id.clone(), t.change_type.clone()))
+        .collect()
+}
+
+fn assert_matches_truth(c: &mut Client, session: &Session, report: &StepReport) {
+    assert_eq!(session.status, "completed", "{session:?}");
+    let detected = change_pairs(c, session.id);
+    let truth = truth_pairs(report);
+    let missed: Vec<_> = truth.difference(&detected).collect();
+    let noise: Vec<_> = detected.difference(&truth).collect();
+    assert!(
+        missed.is_empty() && noise.is_empty(),
+        "step {}: missed {missed:?}\nnoise {noise:?}",
+        report.step
+    );
+    let dates = change_dates(c, session.id);
+    for t in &report.changes {
+        if let Some(eff) = &t.effective_date {
+            assert!(
+                dates.contains(&(
+                    t.employee_id.clone(),
+                    t.change_type.clone(),
+                    Some(eff.clone())
+                )),
+                "step {}: {} {} has no change effective {eff}; recorded: {:?}",
+                report.step,
+                t.employee_id,
+                t.change_type,
+                dates
+                    .iter()
+                    .filter(|d| d.0 == t.employee_id)
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
+#[test]
+fn first_sync_creates_every_employee_with_true_counters() {
+    let (_cluster, sim, mut c) = setup("first", 117);
+    let s = sync(&mut c);
+    assert_eq!(s.status, "completed", "{s:?}");
+    assert_eq!(s.error, None);
+    assert_eq!((s.pages_total, s.pages_done), (Some(2), 2));
+    assert_eq!((s.employees_total, s.employees_done), (Some(117), 117));
+    assert_eq!(s.snapshot_complete, Some(true));
+    let stats = sim.stats();
+    assert_eq!(
+        s.api_requests as u64, stats.total,
+        "api_requests must equal the requests the API received"
+    );
+    assert_eq!(s.api_requests, 2 + 117);
+    assert_eq!(s.retries, 0);
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM employes_raw_data WHERE kind = 'employee'"
+        ),
+        117
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM employes_raw_data WHERE kind = 'employments'"
+        ),
+        117
+    );
+    assert_eq!(s.versions_written, 234);
+    let created: BTreeSet<String> = c
+        .query("SELECT employee_id FROM employes_changes WHERE change_type = 'created' AND kind = 'employee'", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let listed: BTreeSet<String> = sim.listed_employee_ids().into_iter().collect();
+    assert_eq!(created, listed);
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM employes_changes"),
+        s.changes_detected as i64
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM employes_changes WHERE change_type <> 'created'"
+        ),
+        0
+    );
+    assert_eq!(count(&mut c, "SELECT count(*) FROM employes_current"), 117);
+    assert!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM employes_timeline WHERE event_type = 'hired'"
+        ) > 50
+    );
+    // The employee as we knew it: NULL before the first sync, the record after.
+    let id = sim.listed_employee_ids()[0].clone();
+    let before: Option<serde_json::Value> = c
+        .query_one(
+            "SELECT employes_employee_as_of($1, now() - interval '1 hour')",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(before, None);
+    let now: Option<serde_json::Value> = c
+        .query_one("SELECT employes_employee_as_of($1, now())", &[&id])
+        .unwrap()
+        .get(0);
+    assert_eq!(now.unwrap()["id"], serde_json::Value::String(id));
+}
+
+#[test]
+fn resync_without_changes_writes_nothing() {
+    let (_cluster, sim, mut c) = setup("resync", 117);
+    sync(&mut c);
+    let before = fingerprint(&mut c);
+    let xact_before = count(&mut c, "SELECT n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables WHERE relname = 'employes_raw_data'");
+    // Noise-only edits (dt_update, 2846 vs 2846.0, key order) are not changes either.
+    let report = sim.advance_with(AdvanceOptions {
+        noise: Some(10),
+        ..AdvanceOptions::none()
+    });
+    assert!(report.changes.is_empty());
+    assert!(!report.noise_employee_ids.is_empty());
+    let s = sync(&mut c);
+    assert_eq!(s.status, "completed", "{s:?}");
+    assert_eq!(
+        (s.versions_written, s.changes_detected, s.employees_deleted),
+        (0, 0, 0)
+    );
+    assert_eq!(fingerprint(&mut c), before);
+    let xact_after = count(&mut c, "SELECT n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables WHERE relname = 'employes_raw_data'");
+    assert_eq!(
+        xact_before, xact_after,
+        "a re-sync without changes must not write a single raw row"
+    );
+}
+
+#[test]
+fn detected_changes_equal_the_simulators_ground_truth() {
+    let (_cluster, sim, mut c) = setup("truth", 150);
+    sync(&mut c);
+    for _ in 0..3 {
+        let report = sim.advance();
+        assert!(!report.changes.is_empty());
+        let s = sync(&mut c);
+        assert_matches_truth(&mut c, &s, &report);
+    }
+    // Every kind of event at least once, rehire and back-dated raise included.
+    let report = sim.advance_with(AdvanceOptions {
+        raises: Some(3),
+        backdated_raises: Some(2),
+        hours_changes: Some(2),
+        renewals: Some(2),
+        conversions: Some(1),
+        hires: Some(2),
+        terminations: Some(2),
+        removals: Some(2),
+        restores: Some(1),
+        rehires: Some(2),
+        noise: Some(5),
+    });
+    let events: BTreeSet<&str> = report.changes.iter().map(|t| t.event.as_str()).collect();
+    for e in [
+        "raise",
+        "backdated_raise",
+        "hours_change",
+        "hire",
+        "termination",
+        "removal",
+        "rehire",
+    ] {
+        assert!(
+            events.contains(e),
+            "the step should contain a {e}: {events:?}"
+        );
+    }
+    let s = sync(&mut c);
+    assert_matches_truth(&mut c, &s, &report);
+    // And again: nothing new.
+    let s = sync(&mut c);
+    assert_eq!((s.versions_written, s.changes_detected), (0, 0), "{s:?}");
+}
+
+#[test]
+fn removed_employee_is_deleted_then_restored_and_history_is_kept() {
+    let (_cluster, sim, mut c) = setup("removal", 60);
+    sync(&mut c);
+    let report = sim.advance_with(AdvanceOptions {
+        removals: Some(1),
+        ..AdvanceOptions::none()
+    });
+    let gone = report.changes[0].employee_id.clone();
+    let s = sync(&mut c);
+    assert_eq!(s.employees_deleted, 1, "{s:?}");
+    assert_eq!(
+        change_pairs(&mut c, s.id),
+        BTreeSet::from([(gone.clone(), "deleted".to_string())])
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            &format!("SELECT count(*) FROM employes_current WHERE employee_id = '{gone}'")
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            &format!("SELECT count(*) FROM employes_raw_data WHERE employee_id = '{gone}'")
+        ),
+        2
+    );
+    assert_eq!(count(&mut c, &format!("SELECT count(*) FROM employes_timeline WHERE employee_id = '{gone}' AND event_type = 'left'")), 1);
+
+    let report = sim.advance_with(AdvanceOptions {
+        restores: Some(1),
+        ..AdvanceOptions::none()
+    });
+    assert_eq!(report.changes[0].employee_id, gone);
+    let s = sync(&mut c);
+    assert_eq!(
+        change_pairs(&mut c, s.id),
+        BTreeSet::from([(gone.clone(), "restored".to_string())])
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            &format!("SELECT count(*) FROM employes_current WHERE employee_id = '{gone}'")
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            &format!("SELECT count(*) FROM employes_raw_data WHERE employee_id = '{gone}'")
+        ),
+        4
+    );
+    assert_eq!(count(&mut c, &format!("SELECT count(*) FROM employes_timeline WHERE employee_id = '{gone}' AND event_type = 'restored'")), 1);
+}
+
+#[test]
+fn a_failed_page_deletes_nobody_and_says_which_url() {
+    let (_cluster, sim, mut c) = setup("failedpage", 250);
+    sync(&mut c);
+    sim.advance_with(AdvanceOptions {
+        removals: Some(2),
+        ..AdvanceOptions::none()
+    });
+    sim.set_faults(vec![FaultRule {
+        endpoint: Endpoint::List,
+        page: Some(2),
+        employee_ids: None,
+        skip: 0,
+        count: None,
+        action: FaultAction::MalformedJson,
+    }]);
+    let s = sync(&mut c);
+    assert_eq!(s.status, "partial", "{s:?}");
+    let error = s.error.clone().unwrap();
+    assert!(
+        error.contains("page=2") && error.contains("not valid JSON"),
+        "{error}"
+    );
+    assert!(!error.contains("demo-token"));
+    assert_eq!(s.snapshot_complete, Some(false));
+    assert_eq!(s.employees_deleted, 0);
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM employes_changes WHERE change_type = 'deleted'"
+        ),
+        0
+    );
+    assert!(s.retries >= 3, "malformed pages are retried: {s:?}");
+
+    sim.clear_faults();
+    let s = sync(&mut c);
+    assert_eq!(s.status, "completed", "{s:?}");
+    assert_eq!(s.employees_deleted, 2);
+}
+
+#[test]
+fn two_concurrent_triggers_start_one_session() {
+    let (cluster, _sim, mut c) = setup("concurrent", 40);
+    let handles: Vec<_> = (0..2)
+        .map(|i| {
+            let mut c = cluster.connect();
+            std::thread::spawn(move || {
+                trigger(&mut c, "manual", &format!("user{i}@example.org")).id
+            })
+        })
+        .collect();
+    let ids: BTreeSet<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(ids.len(), 1, "both callers must get the same session");
+    let id = *ids.iter().next().unwrap();
+    assert_eq!(wait(&mut c, id).status, "completed");
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM employes_sync_sessions"),
+        1
+    );
+}
