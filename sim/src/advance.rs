@@ -626,7 +626,9 @@ fn rehire(e: &mut Entry, rng: &mut Rng, ctx: &Ctx) -> Option<Changes> {
         ("status_change", None),
         ("contract_change", eff),
         ("salary_change", eff),
-        ("hours_change", eff),
+        // The record carries hours without a date; the new hours period is part of the
+        // `rehired` employment itself.
+        ("hours_change", None),
     ])
 }
 

@@ -240,7 +240,7 @@ fn check_step(
                         None,
                         Some(&rep.date),
                         Some(&rep.date),
-                        Some(&rep.date)
+                        None
                     ]
                 );
                 let emp = &y["record"]["employment"];
