@@ -52,20 +52,32 @@ as_pg "$BIN/pg_ctl" -D "$DEMO_DIR/data" -l "$DEMO_DIR/server.log" -w start >/dev
 sql -c "CREATE EXTENSION pg_cron; CREATE EXTENSION employes_sync;"
 
 echo "== first sync: 117 employees at 5 requests/s (floor: 119 requests / 5 = 23.8 s)"
-sql -c "\\timing on" -c "SELECT id, status, triggered_by FROM employes_sync_trigger('manual', 'demo@example.org') \\gset" \
-    -c "SELECT status, api_requests, retries, versions_written, changes_detected, round(extract(epoch FROM completed_at - started_at), 1) AS seconds FROM employes_sync_wait(:'id')"
-sql -c "SELECT kind, count(*) AS versions FROM employes_raw_data GROUP BY kind ORDER BY kind" \
-    -c "SELECT change_type, count(*) FROM employes_changes GROUP BY change_type ORDER BY change_type"
+sql <<'SQL'
+SELECT id AS session_id FROM employes_sync_trigger('manual', 'demo@example.org') \gset
+SELECT status, api_requests, retries, versions_written, changes_detected,
+       round(extract(epoch FROM completed_at - started_at)::numeric, 1) AS seconds
+  FROM employes_sync_wait(:'session_id');
+SELECT kind, count(*) AS versions FROM employes_raw_data GROUP BY kind ORDER BY kind;
+SELECT change_type, count(*) FROM employes_changes GROUP BY change_type ORDER BY change_type;
+SQL
 
 echo "== the simulated company moves one month forward"
-curl -s -X POST "http://127.0.0.1:$SIMPORT/_sim/advance" | jq -r '"step \(.step) (\(.date)): \(.changes | length) real changes, noise on \(.noise_employee_ids | length) employees", (.changes[] | "  \(.event)\t\(.change_type)\t\(.effective_date // "-")\t\(.employee_id)")'
+curl -s -X POST "http://127.0.0.1:$SIMPORT/_sim/advance" | jq -r '"step \(.step) (\(.date)): \(.changes | length) real changes, noise-only edits on \(.noise_employee_ids | length) employees", (.changes[] | "  \(.event)\t\(.change_type)\t\(.effective_date // "-")\t\(.employee_id)")'
 
 echo "== second sync"
-sql -c "SELECT id FROM employes_sync_trigger('manual', 'demo@example.org') \\gset" \
-    -c "SELECT status, api_requests, versions_written, changes_detected, employees_deleted FROM employes_sync_wait(:'id')" \
-    -c "SELECT employee_name, change_type, effective_date, count(*) AS fields FROM employes_recent_changes WHERE session_id = :'id' GROUP BY 1, 2, 3 ORDER BY 2, 1"
-
-echo "== one employee's timeline"
-sql -c "SELECT c.employee_id, c.employee_name FROM employes_recent_changes c WHERE c.change_type = 'salary_change' ORDER BY c.id LIMIT 1 \\gset" \
-    -c "SELECT event_date, event_type, title, details - 'salary_id' - 'contract_id' - 'hours_id' - 'employment_id' AS details FROM employes_timeline WHERE employee_id = :'employee_id' ORDER BY event_date, event_type"
-echo "== done (cluster and simulator stopped; files in $DEMO_DIR)"
+sql <<'SQL'
+SELECT id AS session_id FROM employes_sync_trigger('manual', 'demo@example.org') \gset
+SELECT status, api_requests, versions_written, changes_detected, employees_deleted,
+       round(extract(epoch FROM completed_at - started_at)::numeric, 1) AS seconds
+  FROM employes_sync_wait(:'session_id');
+SELECT employee_name, change_type, effective_date, count(*) AS fields
+  FROM employes_recent_changes WHERE session_id = :'session_id'
+ GROUP BY 1, 2, 3 ORDER BY 2, 1;
+SELECT employee_id, employee_name FROM employes_recent_changes
+ WHERE session_id = :'session_id' AND change_type = 'salary_change' ORDER BY id LIMIT 1 \gset
+\echo == timeline of :employee_name
+SELECT event_date, event_type, title,
+       details - 'salary_id' - 'contract_id' - 'hours_id' - 'employment_id' - 'session_id' - 'change_id' AS details
+  FROM employes_timeline WHERE employee_id = :'employee_id' ORDER BY event_date, event_type;
+SQL
+echo "== done: cluster and simulator stopped (files in $DEMO_DIR)"
