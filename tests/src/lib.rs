@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 pub use employes_sim::{Sim, SimConfig};
 pub use postgres::{Client, NoTls, Row};
 
-pub const BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Directory of the PostgreSQL 15 binaries: Debian's, unless `EMPLOYES_SYNC_PG_BIN` names a
+/// relocated copy (so several people can install builds side by side).
+pub fn bin() -> String {
+    std::env::var("EMPLOYES_SYNC_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into())
+}
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -26,13 +30,13 @@ extern "C" {
 }
 
 /// Runs a PostgreSQL binary as the cluster owner.
-fn pg_cmd(bin: &str) -> Command {
+fn pg_cmd(program: &str) -> Command {
     if is_root() {
         let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", &format!("{BIN}/{bin}")]);
+        c.args(["-u", "postgres", "--", &format!("{}/{program}", bin())]);
         c
     } else {
-        Command::new(format!("{BIN}/{bin}"))
+        Command::new(format!("{}/{program}", bin()))
     }
 }
 
