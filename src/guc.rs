@@ -67,7 +67,15 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
-    let ints: [(&'static CStr, &'static CStr, &'static GucSetting<i32>, i32, i32, GucFlags); 6] = [
+    type IntGuc = (
+        &'static CStr,
+        &'static CStr,
+        &'static GucSetting<i32>,
+        i32,
+        i32,
+        GucFlags,
+    );
+    let ints: [IntGuc; 6] = [
         (c"employes_sync.connect_timeout_ms", c"Timeout to connect to the API.", &CONNECT_TIMEOUT_MS, 100, 600_000, GucFlags::UNIT_MS),
         (c"employes_sync.request_timeout_ms", c"Timeout of one API request, body included.", &REQUEST_TIMEOUT_MS, 100, 3_600_000, GucFlags::UNIT_MS),
         (c"employes_sync.max_retries", c"Retries of a request after 429, 5xx, timeouts and resets.", &MAX_RETRIES, 0, 20, GucFlags::default()),

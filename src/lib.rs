@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 
 mod api;
 mod guc;
+mod scheduler;
 mod worker;
 
 ::pgrx::pg_module_magic!();
@@ -36,6 +37,17 @@ extension_sql_file!(
     "../sql/06_api.sql",
     name = "api",
     requires = ["views", api::employes_sync_launch_worker]
+);
+extension_sql_file!(
+    "../sql/07_scheduler.sql",
+    name = "scheduler",
+    requires = [
+        "api",
+        scheduler::employes_sync_cron_check,
+        scheduler::employes_sync_cron_describe,
+        scheduler::employes_sync_cron_next,
+        scheduler::employes_sync_cron_interval
+    ]
 );
 
 #[pg_guard]

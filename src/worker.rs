@@ -38,7 +38,7 @@ pub fn launch(session_id: &str, requested_xid: &str) -> Option<i32> {
         .set_notify_pid(unsafe { pg_sys::MyProcPid })
         .load_dynamic()
         .ok()?;
-    handle.wait_for_startup().ok().map(|pid| pid as i32)
+    handle.wait_for_startup().ok()
 }
 
 #[pg_guard]
