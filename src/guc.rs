@@ -12,6 +12,8 @@ use employes_sync_core::client::{validate_base_url, ClientConfig};
 pub static BASE_URL: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"https://connect.employes.nl/v4"));
 pub static COMPANY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static DATABASE_NAME: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
 pub static API_TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static REQUESTS_PER_SECOND: GucSetting<f64> = GucSetting::<f64>::new(5.0);
 pub static CONNECT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
@@ -57,6 +59,14 @@ pub fn init() {
             Some(show_token),
         );
     }
+    GucRegistry::define_string_guc(
+        c"employes_sync.database_name",
+        c"Database where the extension lives, watched for sessions left behind by a restart or a killed worker.",
+        c"Read when the watchdog starts (server start, or after a crash), like cron.database_name.",
+        &DATABASE_NAME,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     GucRegistry::define_float_guc(
         c"employes_sync.requests_per_second",
         c"Most requests per second sent to the Employes API, across all requests of a sync.",
@@ -102,6 +112,10 @@ fn string(setting: &GucSetting<Option<CString>>) -> String {
         .get()
         .map(|c| c.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+pub fn database_name() -> String {
+    string(&DATABASE_NAME)
 }
 
 /// The client configuration from the current settings (main thread only).

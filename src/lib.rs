@@ -49,10 +49,18 @@ extension_sql_file!(
         scheduler::employes_sync_cron_interval
     ]
 );
+extension_sql_file!(
+    "../sql/08_privileges.sql",
+    name = "privileges",
+    requires = ["scheduler"]
+);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::init();
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        worker::register_watchdog();
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]
