@@ -78,6 +78,118 @@ mod tests {
         .unwrap();
         assert_eq!(missing, Some(0));
     }
+    #[pg_test(error = "invalid sync source: 'nightly'")]
+    fn trigger_rejects_an_unknown_source() {
+        Spi::run("SELECT employes_sync_trigger('nightly', 'dba')").unwrap();
+    }
+
+    #[pg_test(error = "invalid sync source: NULL")]
+    fn trigger_rejects_a_null_source() {
+        Spi::run("SELECT employes_sync_trigger(NULL, 'dba')").unwrap();
+    }
+
+    #[pg_test(
+        error = "invalid triggered_by: 321 characters; it must be 1 to 320 characters without control characters"
+    )]
+    fn trigger_rejects_an_overlong_triggered_by() {
+        Spi::run("SELECT employes_sync_trigger('manual', repeat('x', 321))").unwrap();
+    }
+
+    #[pg_test(
+        error = "invalid triggered_by: 8 characters; it must be 1 to 320 characters without control characters"
+    )]
+    fn trigger_rejects_control_characters_in_triggered_by() {
+        Spi::run("SELECT employes_sync_trigger('manual', E'dba\\nrm -')").unwrap();
+    }
+
+    #[pg_test(error = "timeout_seconds must be between 0 and 86400, got -1")]
+    fn wait_rejects_a_negative_timeout() {
+        Spi::run("SELECT employes_sync_wait(gen_random_uuid(), -1)").unwrap();
+    }
+
+    #[pg_test(error = "no sync session with id 00000000-0000-0000-0000-000000000000")]
+    fn cancel_of_an_unknown_session_is_an_error() {
+        Spi::run("SELECT employes_sync_cancel('00000000-0000-0000-0000-000000000000')").unwrap();
+    }
+
+    fn session() -> String {
+        Spi::get_one::<String>(
+            "INSERT INTO employes_sync_sessions (source, triggered_by, status, completed_at)
+             VALUES ('manual', 'test', 'completed', now()) RETURNING id::text",
+        )
+        .unwrap()
+        .unwrap()
+    }
+
+    #[pg_test(
+        error = "duplicate key value violates unique constraint \"employes_raw_data_current\""
+    )]
+    fn two_current_versions_of_a_record_are_impossible() {
+        let s = session();
+        for v in 1..=2 {
+            Spi::run(&format!(
+                "INSERT INTO employes_raw_data (kind, employee_id, payload, content_hash, version, valid_from, first_session_id)
+                 VALUES ('employee', 'e1', '{{}}', repeat('a', 64), {v}, now(), '{s}')"
+            ))
+            .unwrap();
+        }
+    }
+
+    #[pg_test(error = "duplicate key value violates unique constraint \"employes_changes_unique\"")]
+    fn the_same_change_cannot_be_recorded_twice() {
+        let s = session();
+        let raw = Spi::get_one::<i64>(&format!(
+            "INSERT INTO employes_raw_data (kind, employee_id, payload, content_hash, version, valid_from, first_session_id)
+             VALUES ('employee', 'e1', '{{}}', repeat('a', 64), 1, now(), '{s}') RETURNING id"
+        ))
+        .unwrap()
+        .unwrap();
+        for _ in 0..2 {
+            Spi::run(&format!(
+                "INSERT INTO employes_changes (session_id, employee_id, kind, change_type, field_path, detected_at, raw_to_id)
+                 VALUES ('{s}', 'e1', 'employee', 'created', '$', now(), {raw})"
+            ))
+            .unwrap();
+        }
+    }
+
+    #[pg_test(
+        error = "duplicate key value violates unique constraint \"employes_sync_sessions_one_active\""
+    )]
+    fn two_active_sessions_are_impossible() {
+        for _ in 0..2 {
+            Spi::run("INSERT INTO employes_sync_sessions (source, triggered_by) VALUES ('manual', 'test')").unwrap();
+        }
+    }
+
+    #[pg_test]
+    fn api_dates_and_numbers_read_leniently() {
+        let got = Spi::get_one::<String>(
+            "SELECT concat_ws(',', employes_sync_jdate('\"2025-07-01T00:00:00\"'), employes_sync_jdate('\"0001-01-01T00:00:00\"'),
+                              employes_sync_jdate('\"soon\"'), employes_sync_jdate('12'), employes_sync_jnum('2846.0'),
+                              employes_sync_jnum('\"30\"'))",
+        )
+        .unwrap();
+        assert_eq!(got.as_deref(), Some("2025-07-01,2846.0"));
+    }
+
+    #[pg_test]
+    fn public_gets_nothing() {
+        let granted = Spi::get_one::<i64>(
+            "SELECT count(*) FROM information_schema.role_table_grants WHERE grantee = 'PUBLIC' AND table_name LIKE 'employes%'",
+        )
+        .unwrap();
+        assert_eq!(granted, Some(0));
+        let executable = Spi::get_one::<String>(
+            "SELECT string_agg(p.proname, ',' ORDER BY p.proname) FROM pg_proc p
+              WHERE p.proname LIKE 'employes%' AND has_function_privilege('public', p.oid, 'EXECUTE')",
+        )
+        .unwrap();
+        assert_eq!(
+            executable.as_deref(),
+            Some("employes_sync_jdate,employes_sync_jnum")
+        );
+    }
 }
 
 #[cfg(test)]
