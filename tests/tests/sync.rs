@@ -322,3 +322,94 @@ fn two_concurrent_triggers_start_one_session() {
         1
     );
 }
+
+#[test]
+fn the_worker_waits_for_the_trigger_to_commit_and_forgets_a_rolled_back_one() {
+    let (_cluster, _sim, mut c) = setup("txn", 30);
+    // Rolled back: the session never existed, and no worker runs on for it.
+    let mut tx = c.transaction().unwrap();
+    let s = Session::from(
+        &tx.query_one(
+            &format!("SELECT {SESSION_COLUMNS} FROM employes_sync_trigger('manual', 'dba')"),
+            &[],
+        )
+        .unwrap(),
+    );
+    assert_eq!(s.status, "queued");
+    tx.rollback().unwrap();
+    wait_until(
+        std::time::Duration::from_secs(20),
+        "the worker of a rolled-back trigger to exit",
+        || {
+            count(
+                &mut c,
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'employes_sync worker'",
+            ) == 0
+        },
+    );
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM employes_sync_sessions"),
+        0
+    );
+
+    // Committed late: the worker started at once, waited, then ran the sync.
+    let mut tx = c.transaction().unwrap();
+    let s = Session::from(
+        &tx.query_one(
+            &format!("SELECT {SESSION_COLUMNS} FROM employes_sync_trigger('manual', 'dba')"),
+            &[],
+        )
+        .unwrap(),
+    );
+    let err = tx
+        .query_one("SELECT status FROM employes_sync_wait($1, 1)", &[&s.id])
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "55000", "{err}");
+    tx.rollback().unwrap();
+    let mut tx = c.transaction().unwrap();
+    let s = Session::from(
+        &tx.query_one(
+            &format!("SELECT {SESSION_COLUMNS} FROM employes_sync_trigger('manual', 'dba')"),
+            &[],
+        )
+        .unwrap(),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500)); // the caller is slow to commit
+    tx.commit().unwrap();
+    let done = wait(&mut c, s.id);
+    assert_eq!(done.status, "completed", "{done:?}");
+    assert_eq!(done.employees_done, 30);
+}
+
+#[test]
+fn no_free_worker_slot_is_recorded_on_the_session() {
+    // The logical replication launcher, pg_cron and our watchdog take all three slots.
+    let cluster = Cluster::start("noslot", &["max_worker_processes = 3".into()]);
+    let sim = sim(10, 1, 200.0);
+    cluster.use_sim(&sim, 150.0);
+    let mut c = cluster.connect();
+    wait_until(
+        std::time::Duration::from_secs(20),
+        "pg_cron and the watchdog to take the slots",
+        || {
+            count(&mut c, "SELECT count(*) FROM pg_stat_activity WHERE backend_type IN ('pg_cron launcher', 'employes_sync watchdog')") == 2
+        },
+    );
+    let s = trigger(&mut c, "manual", "dba");
+    assert_eq!(s.status, "error");
+    let error = s.error.unwrap();
+    assert!(
+        error.contains("no background worker could be started")
+            && error.contains("max_worker_processes (3)"),
+        "{error}"
+    );
+    assert_eq!(sim.stats().total, 0);
+    // The next trigger is not blocked by it.
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM employes_sync_sessions WHERE status IN ('queued', 'running')"
+        ),
+        0
+    );
+}
