@@ -226,15 +226,19 @@ impl Pipeline {
         }
     }
 
-    fn shutdown(self) {
+    /// Stops the threads; `join` waits for in-flight requests (skipped when stopping on a
+    /// signal, so a server shutdown is not held up by a slow API).
+    fn shutdown(self, join: bool) {
         {
             let mut guard = self.queue.jobs.lock().unwrap_or_else(|e| e.into_inner());
             guard.1 = true;
             guard.0.clear();
         }
         self.queue.ready.notify_all();
-        for t in self.threads {
-            let _ = t.join();
+        if join {
+            for t in self.threads {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -278,11 +282,12 @@ pub fn run_sync(client: &Client, store: &mut dyn Store, opts: SyncOptions) -> Ou
             run.flush_history(store, &mut buffer);
         }
     }
-    if run.fatal.is_some() || run.stopped.is_some() {
+    let interrupted = run.fatal.is_some() || run.stopped.is_some();
+    if interrupted {
         client.stop();
         pipeline.cancel_pending();
     }
-    pipeline.shutdown();
+    pipeline.shutdown(!interrupted);
     run.finish(store)
 }
 

@@ -1,0 +1,324 @@
+//! The sync driver against the simulator over loopback, with an in-memory store that keeps
+//! versions the way the extension does (current version per record, plan() for the writes).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use employes_sim::{AdvanceOptions, Endpoint, FaultAction, FaultRule, Sim, SimConfig};
+use employes_sync_core::classify::Kind;
+use employes_sync_core::client::{Client, ClientConfig};
+use employes_sync_core::sync::{
+    run_sync, ApplyStats, FinalStatus, Level, Progress, StopReason, Store, SyncOptions,
+};
+use employes_sync_core::versions::{self, Existing, Incoming};
+use serde_json::Value;
+
+#[derive(Default)]
+struct MemStore {
+    /// (kind, employee) -> versions, newest last: (payload, hash, current)
+    versions: HashMap<(Kind, String), Vec<(Value, String, bool)>>,
+    changes: Vec<(Kind, String, String)>,
+    logs: Vec<(Level, String)>,
+    stop_after_applies: Option<usize>,
+    applies: usize,
+}
+
+impl Store for MemStore {
+    fn apply(
+        &mut self,
+        kind: Kind,
+        records: Vec<Incoming>,
+        _p: &Progress,
+    ) -> Result<ApplyStats, String> {
+        self.applies += 1;
+        let hashes = versions::hashes(&records);
+        let mut existing = HashMap::new();
+        for r in &records {
+            if let Some(vs) = self.versions.get(&(kind, r.employee_id.clone())) {
+                let (payload, hash, current) = vs.last().unwrap().clone();
+                existing.insert(
+                    r.employee_id.clone(),
+                    Existing {
+                        raw_id: vs.len() as i64,
+                        version: vs.len() as i32,
+                        content_hash: hash,
+                        is_current: current,
+                        payload: Some(payload),
+                    },
+                );
+            }
+        }
+        let plan = versions::plan(kind, records, hashes, &existing);
+        let mut stats = ApplyStats::default();
+        for v in plan {
+            let vs = self
+                .versions
+                .entry((kind, v.employee_id.clone()))
+                .or_default();
+            if let Some(last) = vs.last_mut() {
+                last.2 = false;
+            }
+            vs.push((v.payload, v.content_hash, true));
+            stats.versions_written += 1;
+            for c in v.changes {
+                self.changes.push((
+                    kind,
+                    v.employee_id.clone(),
+                    c.change_type.as_str().to_owned(),
+                ));
+                stats.changes_detected += 1;
+            }
+        }
+        Ok(stats)
+    }
+
+    fn delete_missing(&mut self, seen: &[String], _p: &Progress) -> Result<ApplyStats, String> {
+        let seen: std::collections::HashSet<&String> = seen.iter().collect();
+        let mut stats = ApplyStats::default();
+        for ((kind, id), vs) in self.versions.iter_mut() {
+            let last = vs.last_mut().unwrap();
+            if last.2 && !seen.contains(id) {
+                last.2 = false;
+                self.changes.push((*kind, id.clone(), "deleted".into()));
+                stats.changes_detected += 1;
+                if *kind == Kind::Employee {
+                    stats.versions_written += 1;
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    fn progress(&mut self, _p: &Progress) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn log(&mut self, level: Level, _step: &str, message: &str, _details: Value) {
+        self.logs.push((level, message.to_owned()));
+    }
+
+    fn check_stop(&mut self) -> Option<StopReason> {
+        match self.stop_after_applies {
+            Some(n) if self.applies >= n => Some(StopReason::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+fn client(sim: &Sim, rps: f64) -> Client {
+    Client::new(ClientConfig {
+        base_url: sim.base_url(),
+        company_id: sim.company_id(),
+        token: sim.token(),
+        requests_per_second: rps,
+        max_retries: 3,
+        backoff_base: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        request_timeout: Duration::from_secs(2),
+        ..ClientConfig::default()
+    })
+    .unwrap()
+}
+
+fn start(employees: usize, rps: f64) -> Sim {
+    Sim::start(SimConfig {
+        employees,
+        rps,
+        ..SimConfig::default()
+    })
+    .unwrap()
+}
+
+fn opts() -> SyncOptions {
+    SyncOptions {
+        stop_poll: Duration::from_millis(20),
+        ..SyncOptions::default()
+    }
+}
+
+#[test]
+fn a_full_sync_fetches_every_page_and_history_exactly_once() {
+    let sim = start(250, 0.0);
+    let mut store = MemStore::default();
+    let out = run_sync(&client(&sim, 0.0), &mut store, opts());
+    assert_eq!(out.status, FinalStatus::Completed, "{out:?}");
+    assert!(out.snapshot_complete);
+    assert_eq!(out.progress.pages_total, Some(3));
+    assert_eq!(out.progress.api_requests, 3 + 250);
+    assert_eq!(sim.stats().total, 3 + 250);
+    assert_eq!(out.progress.versions_written, 500);
+    assert_eq!(
+        store.changes.iter().filter(|c| c.2 == "created").count(),
+        500
+    );
+
+    let again = run_sync(&client(&sim, 0.0), &mut store, opts());
+    assert_eq!(
+        (
+            again.progress.versions_written,
+            again.progress.changes_detected
+        ),
+        (0, 0)
+    );
+}
+
+#[test]
+fn requests_never_exceed_the_rate_limit() {
+    let sim = start(40, 20.0);
+    let mut store = MemStore::default();
+    let t = Instant::now();
+    let out = run_sync(&client(&sim, 20.0), &mut store, opts());
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(out.status, FinalStatus::Completed, "{out:?}");
+    let stats = sim.stats();
+    assert_eq!(
+        stats
+            .by_endpoint
+            .values()
+            .flat_map(|m| m.get("429"))
+            .sum::<u64>(),
+        0,
+        "{stats:?}"
+    );
+    assert!(stats.max_requests_in_any_second <= 21, "{stats:?}");
+    // Pacing, not speed: 41 requests at 20/s cannot finish before the first 40 intervals pass.
+    assert!(
+        secs >= 40.0 / 20.0 * 0.95,
+        "{secs} s is faster than the rate allows"
+    );
+}
+
+#[test]
+fn a_429_storm_is_waited_out_with_retry_after_and_counted() {
+    let sim = start(30, 0.0);
+    sim.set_faults(vec![FaultRule {
+        endpoint: Endpoint::Employments,
+        page: None,
+        employee_ids: None,
+        skip: 3,
+        count: Some(3),
+        action: FaultAction::Status {
+            status: 429,
+            body: None,
+            retry_after: Some(1),
+        },
+    }]);
+    let mut store = MemStore::default();
+    let t = Instant::now();
+    let out = run_sync(&client(&sim, 0.0), &mut store, opts());
+    assert_eq!(out.status, FinalStatus::Completed, "{out:?}");
+    assert_eq!(out.progress.retries, 3);
+    assert_eq!(out.progress.api_requests, 1 + 30 + 3);
+    assert!(
+        t.elapsed() >= Duration::from_secs(1),
+        "Retry-After must be honoured"
+    );
+}
+
+#[test]
+fn unauthorized_stops_the_sync_at_once() {
+    let sim = start(120, 0.0);
+    sim.set_faults(vec![FaultRule {
+        endpoint: Endpoint::Any,
+        page: None,
+        employee_ids: None,
+        skip: 5,
+        count: None,
+        action: FaultAction::Status {
+            status: 401,
+            body: Some(serde_json::json!({"message": "Unauthorized"})),
+            retry_after: None,
+        },
+    }]);
+    let mut store = MemStore::default();
+    let out = run_sync(&client(&sim, 0.0), &mut store, opts());
+    assert_eq!(out.status, FinalStatus::Error);
+    let err = out.error.unwrap();
+    assert!(
+        err.contains("HTTP 401") && err.contains("api_token"),
+        "{err}"
+    );
+    assert!(!err.contains(&sim.token()));
+    assert_eq!(out.progress.retries, 0, "401 is never retried");
+    assert!(!store.changes.iter().any(|c| c.2 == "deleted"));
+}
+
+#[test]
+fn an_incomplete_snapshot_deletes_nobody() {
+    let sim = start(150, 0.0);
+    let mut store = MemStore::default();
+    run_sync(&client(&sim, 0.0), &mut store, opts());
+    sim.advance_with(AdvanceOptions {
+        removals: Some(3),
+        ..AdvanceOptions::none()
+    });
+    sim.set_faults(vec![FaultRule {
+        endpoint: Endpoint::List,
+        page: Some(2),
+        employee_ids: None,
+        skip: 0,
+        count: None,
+        action: FaultAction::Status {
+            status: 503,
+            body: None,
+            retry_after: None,
+        },
+    }]);
+    let out = run_sync(&client(&sim, 0.0), &mut store, opts());
+    assert_eq!(out.status, FinalStatus::Partial, "{out:?}");
+    assert!(!out.snapshot_complete);
+    assert!(out.error.unwrap().contains("page=2"));
+    assert!(!store.changes.iter().any(|c| c.2 == "deleted"));
+    sim.clear_faults();
+    let out = run_sync(&client(&sim, 0.0), &mut store, opts());
+    assert_eq!(out.status, FinalStatus::Completed);
+    assert_eq!(
+        store
+            .changes
+            .iter()
+            .filter(|c| c.2 == "deleted" && c.0 == Kind::Employee)
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn a_lying_total_or_duplicate_ids_make_the_snapshot_incomplete() {
+    let sim = start(30, 0.0);
+    let mut store = MemStore::default();
+    run_sync(&client(&sim, 0.0), &mut store, opts());
+    sim.set_faults(vec![FaultRule {
+        endpoint: Endpoint::List,
+        page: Some(1),
+        employee_ids: None,
+        skip: 0,
+        count: None,
+        action: FaultAction::Body {
+            body: serde_json::json!({"data": [], "pages": 1, "total": 30}),
+        },
+    }]);
+    let out = run_sync(&client(&sim, 0.0), &mut store, opts());
+    assert_eq!(out.status, FinalStatus::Partial, "{out:?}");
+    assert!(
+        !store.changes.iter().any(|c| c.2 == "deleted"),
+        "an empty page with total 30 must delete nobody"
+    );
+}
+
+#[test]
+fn cancelling_stops_between_units_of_work() {
+    let sim = start(300, 0.0);
+    let mut store = MemStore {
+        stop_after_applies: Some(2),
+        ..MemStore::default()
+    };
+    let out = run_sync(&client(&sim, 0.0), &mut store, opts());
+    assert_eq!(out.status, FinalStatus::Cancelled);
+    assert!(!out.snapshot_complete);
+    assert!(
+        store.applies <= 3,
+        "{} applies after the stop",
+        store.applies
+    );
+    assert!(!store.changes.iter().any(|c| c.2 == "deleted"));
+}
