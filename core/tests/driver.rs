@@ -13,10 +13,13 @@ use employes_sync_core::sync::{
 use employes_sync_core::versions::{self, Existing, Incoming};
 use serde_json::Value;
 
+/// A stored version: payload, content hash, current.
+type Version = (Value, String, bool);
+
 #[derive(Default)]
 struct MemStore {
-    /// (kind, employee) -> versions, newest last: (payload, hash, current)
-    versions: HashMap<(Kind, String), Vec<(Value, String, bool)>>,
+    /// (kind, employee) -> versions, newest last
+    versions: HashMap<(Kind, String), Vec<Version>>,
     changes: Vec<(Kind, String, String)>,
     logs: Vec<(Level, String)>,
     stop_after_applies: Option<usize>,
