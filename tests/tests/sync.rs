@@ -413,3 +413,53 @@ fn no_free_worker_slot_is_recorded_on_the_session() {
         0
     );
 }
+
+#[test]
+fn triggered_by_defaults_to_the_jwt_email_then_the_role_as_postgrest_calls_it() {
+    let (_cluster, _sim, mut c) = setup("postgrest", 10);
+    c.batch_execute(
+        "CREATE ROLE authenticated NOLOGIN;
+         GRANT EXECUTE ON FUNCTION employes_sync_trigger(text, text), employes_sync_wait(uuid, integer) TO authenticated;",
+    )
+    .unwrap();
+    // What PostgREST does for POST /rpc/employes_sync_trigger {"source": "manual"} with a JWT.
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(
+        "SET LOCAL request.jwt.claims = '{\"email\": \"anna@example.org\", \"role\": \"authenticated\"}';
+         SET LOCAL ROLE authenticated;",
+    )
+    .unwrap();
+    let body: serde_json::Value = tx
+        .query_one(
+            "SELECT to_json(r) FROM employes_sync_trigger(source => 'manual') r",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    tx.commit().unwrap();
+    assert_eq!(body["triggered_by"], "anna@example.org");
+    assert_eq!(body["source"], "manual");
+    assert_eq!(body["status"], "queued");
+    let id: uuid::Uuid = body["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(wait(&mut c, id).status, "completed");
+
+    // No claims: the role that called, not the function's owner.
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute("SET LOCAL ROLE authenticated").unwrap();
+    let row = tx
+        .query_one("SELECT id, triggered_by FROM employes_sync_trigger()", &[])
+        .unwrap();
+    tx.commit().unwrap();
+    assert_eq!(row.get::<_, String>(1), "authenticated");
+    wait(&mut c, row.get(0));
+    // Malformed claims are ignored rather than failing the call.
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute("SET LOCAL request.jwt.claims = 'not json'")
+        .unwrap();
+    let who: String = tx
+        .query_one("SELECT triggered_by FROM employes_sync_trigger()", &[])
+        .unwrap()
+        .get(0);
+    tx.commit().unwrap();
+    assert_eq!(who, "postgres");
+}
