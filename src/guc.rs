@@ -204,6 +204,80 @@ unsafe extern "C-unwind" fn show_token() -> *const c_char {
     }
 }
 
+static mut PREV_EMIT_LOG_HOOK: pg_sys::emit_log_hook_type = None;
+
+/// Keeps the token out of the server log. PostgreSQL itself logs `parameter "..." changed to
+/// "<value>"` in the postmaster when a reload changes a setting, and `log_statement` logs an
+/// `ALTER SYSTEM SET employes_sync.api_token = ...` verbatim: the hook (installed from
+/// `shared_preload_libraries`, so it runs in the postmaster too) masks the current token in every
+/// message and detail, and hides the statement of a report that contained it.
+pub fn install_log_redaction() {
+    unsafe {
+        PREV_EMIT_LOG_HOOK = pg_sys::emit_log_hook;
+        pg_sys::emit_log_hook = Some(redact_token_in_log);
+    }
+}
+
+unsafe fn redact_field(field: *mut *mut c_char, token: &str) -> bool {
+    unsafe {
+        if field.is_null() || (*field).is_null() {
+            return false;
+        }
+        let text = CStr::from_ptr(*field).to_string_lossy();
+        let about_token = text.contains("employes_sync.api_token");
+        let statement =
+            about_token && (text.starts_with("statement: ") || text.starts_with("execute "));
+        if !(text.contains(token) || statement || about_token && text.contains("changed to")) {
+            return false;
+        }
+        let masked = if about_token && text.starts_with("parameter ") {
+            "parameter \"employes_sync.api_token\" changed to \"********\"".to_owned()
+        } else if statement {
+            "statement: (not logged: it mentions employes_sync.api_token)".to_owned()
+        } else {
+            text.replace(token, "********")
+        };
+        let masked = CString::new(masked).unwrap_or_default();
+        *field = pg_sys::pstrdup(masked.as_ptr());
+        true
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn redact_token_in_log(edata: *mut pg_sys::ErrorData) {
+    unsafe {
+        if !edata.is_null() {
+            let token = string(&API_TOKEN).trim().to_owned();
+            // Too short to search for: match nothing (a NUL never occurs in a message).
+            let token = if token.len() >= 4 {
+                token
+            } else {
+                "\0".to_owned()
+            };
+            let mut hit = redact_field(&mut (*edata).message, &token);
+            hit |= redact_field(&mut (*edata).detail, &token);
+            hit |= redact_field(&mut (*edata).detail_log, &token);
+            hit |= redact_field(&mut (*edata).context, &token);
+            if hit || debug_query_mentions(&token) {
+                (*edata).hide_stmt = true;
+            }
+        }
+        if let Some(prev) = PREV_EMIT_LOG_HOOK {
+            prev(edata);
+        }
+    }
+}
+
+unsafe fn debug_query_mentions(token: &str) -> bool {
+    unsafe {
+        let q = pg_sys::debug_query_string;
+        !q.is_null() && {
+            let q = CStr::from_ptr(q).to_string_lossy();
+            q.contains(token) || q.contains("employes_sync.api_token")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -60,6 +60,7 @@ pub extern "C-unwind" fn _PG_init() {
     guc::init();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         worker::register_watchdog();
+        guc::install_log_redaction();
     }
 }
 

@@ -355,6 +355,17 @@ impl Client {
         }
     }
 
+    /// The API's own message with the token masked: an API that echoes the credential back
+    /// must not put it into a session row, a log line or an error.
+    fn redact(&self, message: String) -> String {
+        let token = self.cfg.token.trim();
+        if token.len() >= 4 && message.contains(token) {
+            message.replace(token, "********")
+        } else {
+            message
+        }
+    }
+
     fn attempt(&self, url: &str, attempt: u32) -> Attempt {
         let response = self
             .agent
@@ -420,10 +431,10 @@ impl Client {
             401 => Attempt::Fail(ApiError::Auth {
                 url: url.into(),
                 status,
-                message: api_message(&text),
+                message: self.redact(api_message(&text)),
             }),
             403 => {
-                let message = api_message(&text);
+                let message = self.redact(api_message(&text));
                 let lower = message.to_ascii_lowercase();
                 if lower.contains("authorization header")
                     || lower.contains("key=value")
@@ -448,7 +459,7 @@ impl Client {
                         url: url.into(),
                         status,
                         attempts: attempt,
-                        message: api_message(&text),
+                        message: self.redact(api_message(&text)),
                     },
                     retry_after: Some(retry_after.unwrap_or(Duration::from_secs(1))),
                 }
@@ -458,7 +469,7 @@ impl Client {
                     url: url.into(),
                     status,
                     attempts: attempt,
-                    message: api_message(&text),
+                    message: self.redact(api_message(&text)),
                 },
                 retry_after,
             },
@@ -466,7 +477,7 @@ impl Client {
                 url: url.into(),
                 status,
                 attempts: attempt,
-                message: api_message(&text),
+                message: self.redact(api_message(&text)),
             }),
         }
     }
