@@ -184,10 +184,7 @@ fn run(session: String, xid: String) {
             return;
         }
     };
-    let mut store = SpiStore {
-        session: session.clone(),
-        sigterm: false,
-    };
+    let mut store = SpiStore::new(session.clone());
     let begun = Instant::now();
     let outcome = if cancelled_early {
         Outcome {
@@ -343,6 +340,19 @@ fn write_progress(session: &str, p: &Progress) -> Result<(), String> {
 struct SpiStore {
     session: String,
     sigterm: bool,
+    current: Option<HashMap<(Kind, String), [u8; 32]>>,
+    last_progress: Instant,
+}
+
+impl SpiStore {
+    fn new(session: String) -> SpiStore {
+        SpiStore {
+            session,
+            sigterm: false,
+            current: None,
+            last_progress: Instant::now(),
+        }
+    }
 }
 
 const LOOKUP: &str = "
@@ -393,106 +403,145 @@ WITH seen AS (
 )
 SELECT (SELECT count(DISTINCT employee_id) FROM gone)::bigint, (SELECT count(*) FROM chg)::bigint";
 
-impl SpiStore {
-    fn apply_batch(
-        &self,
-        kind: Kind,
-        records: Vec<Incoming>,
-        progress: &Progress,
-    ) -> Result<ApplyStats, String> {
-        let hashes = versions::hashes(&records);
-        let ids: Vec<String> = records.iter().map(|r| r.employee_id.clone()).collect();
-        let session = self.session.clone();
-        let mut existing: HashMap<String, Existing> = HashMap::new();
-        Spi::connect(|client| -> Result<(), String> {
-            let rows = client
-                .select(
-                    LOOKUP,
-                    None,
-                    &[
-                        kind.as_str().into(),
-                        ids.clone().into(),
-                        hashes.clone().into(),
-                    ],
-                )
-                .map_err(spi_err)?;
-            for row in rows {
-                let id: String = row.get(1).map_err(spi_err)?.unwrap_or_default();
-                let payload: Option<String> = row.get(6).map_err(spi_err)?;
-                let payload = match payload {
-                    Some(text) => Some(
-                        serde_json::from_str::<Value>(&text)
-                            .map_err(|e| format!("stored payload of {id} unreadable: {e}"))?,
-                    ),
-                    None => None,
-                };
-                existing.insert(
-                    id,
-                    Existing {
-                        raw_id: row.get(2).map_err(spi_err)?.unwrap_or_default(),
-                        version: row.get(3).map_err(spi_err)?.unwrap_or_default(),
-                        content_hash: row.get(4).map_err(spi_err)?.unwrap_or_default(),
-                        is_current: row.get(5).map_err(spi_err)?.unwrap_or(false),
-                        payload,
-                    },
-                );
-            }
-            Ok(())
-        })?;
-        let plan = versions::plan(kind, records, hashes, &existing);
-        let mut stats = ApplyStats::default();
-        if !plan.is_empty() {
-            let close: Vec<i64> = plan.iter().filter_map(|v| v.close_raw_id).collect();
-            let mut new_versions = Vec::with_capacity(plan.len());
-            let mut changes = Vec::new();
-            for (ord, v) in plan.into_iter().enumerate() {
-                for c in &v.changes {
-                    changes.push(json!({
+/// Applies records whose content differs from the cached current version: looks up their
+/// latest stored versions, plans, writes versions and changes, records progress. Returns what it
+/// wrote and the (employee, hash) pairs that are now current.
+fn apply_batch(
+    session: &str,
+    kind: Kind,
+    records: Vec<Incoming>,
+    hashes: Vec<String>,
+    progress: &Progress,
+) -> Result<(ApplyStats, Vec<(String, String)>), String> {
+    let ids: Vec<String> = records.iter().map(|r| r.employee_id.clone()).collect();
+    let session = session.to_owned();
+    let mut existing: HashMap<String, Existing> = HashMap::new();
+    Spi::connect(|client| -> Result<(), String> {
+        let rows = client
+            .select(
+                LOOKUP,
+                None,
+                &[
+                    kind.as_str().into(),
+                    ids.clone().into(),
+                    hashes.clone().into(),
+                ],
+            )
+            .map_err(spi_err)?;
+        for row in rows {
+            let id: String = row.get(1).map_err(spi_err)?.unwrap_or_default();
+            let payload: Option<String> = row.get(6).map_err(spi_err)?;
+            let payload = match payload {
+                Some(text) => Some(
+                    serde_json::from_str::<Value>(&text)
+                        .map_err(|e| format!("stored payload of {id} unreadable: {e}"))?,
+                ),
+                None => None,
+            };
+            existing.insert(
+                id,
+                Existing {
+                    raw_id: row.get(2).map_err(spi_err)?.unwrap_or_default(),
+                    version: row.get(3).map_err(spi_err)?.unwrap_or_default(),
+                    content_hash: row.get(4).map_err(spi_err)?.unwrap_or_default(),
+                    is_current: row.get(5).map_err(spi_err)?.unwrap_or(false),
+                    payload,
+                },
+            );
+        }
+        Ok(())
+    })?;
+    let plan = versions::plan(kind, records, hashes, &existing);
+    let written: Vec<(String, String)> = plan
+        .iter()
+        .map(|v| (v.employee_id.clone(), v.content_hash.clone()))
+        .collect();
+    let mut stats = ApplyStats::default();
+    if !plan.is_empty() {
+        let close: Vec<i64> = plan.iter().filter_map(|v| v.close_raw_id).collect();
+        let mut new_versions = Vec::with_capacity(plan.len());
+        let mut changes = Vec::new();
+        for (ord, v) in plan.into_iter().enumerate() {
+            for c in &v.changes {
+                changes.push(json!({
                         "employee_id": v.employee_id, "change_type": c.change_type.as_str(), "field_path": c.field_path,
                         "old_value": c.old_value, "new_value": c.new_value,
                         "effective_date": c.effective_date.map(|d| d.to_string()), "raw_from_id": v.from_raw_id,
                     }));
-                }
-                new_versions.push(json!({"employee_id": v.employee_id, "payload": v.payload, "content_hash": v.content_hash,
-                                         "version": v.version, "ord": ord}));
             }
-            Spi::connect_mut(|client| -> Result<(), String> {
-                if !close.is_empty() {
-                    let closed = client
-                        .update(CLOSE, None, &[close.clone().into(), session.clone().into()])
-                        .map_err(spi_err)?
-                        .len();
-                    if closed != close.len() {
-                        return Err(format!("expected to close {} current versions, closed {closed}: modified concurrently", close.len()));
-                    }
-                }
-                let row = client
-                    .update(
-                        WRITE,
-                        Some(1),
-                        &[
-                            Value::Array(new_versions).to_string().into(),
-                            kind.as_str().into(),
-                            session.clone().into(),
-                            Value::Array(changes).to_string().into(),
-                        ],
-                    )
-                    .map_err(spi_err)?
-                    .first();
-                let (v, c) = row.get_two::<i64, i64>().map_err(spi_err)?;
-                stats = ApplyStats {
-                    versions_written: v.unwrap_or(0) as u64,
-                    changes_detected: c.unwrap_or(0) as u64,
-                };
-                Ok(())
-            })?;
+            new_versions.push(json!({"employee_id": v.employee_id, "payload": v.payload, "content_hash": v.content_hash,
+                                         "version": v.version, "ord": ord}));
         }
-        let mut p = progress.clone();
-        p.versions_written += stats.versions_written;
-        p.changes_detected += stats.changes_detected;
-        write_progress(&self.session, &p)?;
-        Ok(stats)
+        Spi::connect_mut(|client| -> Result<(), String> {
+            if !close.is_empty() {
+                let closed = client
+                    .update(CLOSE, None, &[close.clone().into(), session.clone().into()])
+                    .map_err(spi_err)?
+                    .len();
+                if closed != close.len() {
+                    return Err(format!("expected to close {} current versions, closed {closed}: modified concurrently", close.len()));
+                }
+            }
+            let row = client
+                .update(
+                    WRITE,
+                    Some(1),
+                    &[
+                        Value::Array(new_versions).to_string().into(),
+                        kind.as_str().into(),
+                        session.clone().into(),
+                        Value::Array(changes).to_string().into(),
+                    ],
+                )
+                .map_err(spi_err)?
+                .first();
+            let (v, c) = row.get_two::<i64, i64>().map_err(spi_err)?;
+            stats = ApplyStats {
+                versions_written: v.unwrap_or(0) as u64,
+                changes_detected: c.unwrap_or(0) as u64,
+            };
+            Ok(())
+        })?;
     }
+    let mut p = progress.clone();
+    p.versions_written += stats.versions_written;
+    p.changes_detected += stats.changes_detected;
+    write_progress(&session, &p)?;
+    Ok((stats, written))
+}
+
+/// Content hashes of every current version, loaded once per sync: a page whose records all
+/// match costs no SQL at all (a re-sync of an unchanged company only reads).
+fn load_current_hashes() -> Result<HashMap<(Kind, String), [u8; 32]>, String> {
+    Spi::connect(|client| {
+        let rows = client
+            .select("SELECT kind, employee_id, content_hash FROM employes_raw_data WHERE valid_to IS NULL", None, &[])
+            .map_err(spi_err)?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let kind: String = row.get(1).map_err(spi_err)?.unwrap_or_default();
+            let Ok(kind) = kind.parse::<Kind>() else {
+                continue;
+            };
+            let id: String = row.get(2).map_err(spi_err)?.unwrap_or_default();
+            let hash: String = row.get(3).map_err(spi_err)?.unwrap_or_default();
+            if let Some(h) = hash_bytes(&hash) {
+                out.insert((kind, id), h);
+            }
+        }
+        Ok(out)
+    })
+}
+
+fn hash_bytes(hex: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 impl Store for SpiStore {
@@ -502,20 +551,45 @@ impl Store for SpiStore {
         records: Vec<Incoming>,
         progress: &Progress,
     ) -> Result<ApplyStats, String> {
+        if self.current.is_none() {
+            self.current = Some(in_tx(load_current_hashes)?);
+        }
+        let current = self.current.as_mut().expect("loaded above");
+        let hashes = versions::hashes(&records);
+        let (mut changed, mut changed_hashes) = (Vec::new(), Vec::new());
+        for (record, hash) in records.into_iter().zip(hashes) {
+            let same = hash_bytes(&hash)
+                .is_some_and(|h| current.get(&(kind, record.employee_id.clone())) == Some(&h));
+            if !same {
+                changed.push(record);
+                changed_hashes.push(hash);
+            }
+        }
+        if changed.is_empty() {
+            // Nothing to write: record progress at most twice a second.
+            if self.last_progress.elapsed() >= Duration::from_millis(500) {
+                self.progress(progress)?;
+            }
+            return Ok(ApplyStats::default());
+        }
+        let session = self.session.clone();
         let progress = progress.clone();
-        let this = SpiStore {
-            session: self.session.clone(),
-            sigterm: self.sigterm,
-        };
-        let records = std::sync::Mutex::new(Some(records));
-        in_tx(move || {
-            let records = records
+        let batch = std::sync::Mutex::new(Some((changed, changed_hashes)));
+        let (stats, written) = in_tx(move || {
+            let (records, hashes) = batch
                 .lock()
                 .map_err(|e| e.to_string())?
                 .take()
                 .unwrap_or_default();
-            this.apply_batch(kind, records, &progress)
-        })
+            apply_batch(&session, kind, records, hashes, &progress)
+        })?;
+        for (id, hash) in written {
+            if let Some(h) = hash_bytes(&hash) {
+                current.insert((kind, id), h);
+            }
+        }
+        self.last_progress = Instant::now();
+        Ok(stats)
     }
 
     fn delete_missing(
@@ -547,6 +621,7 @@ impl Store for SpiStore {
     fn progress(&mut self, progress: &Progress) -> Result<(), String> {
         let session = self.session.clone();
         let progress = progress.clone();
+        self.last_progress = Instant::now();
         in_tx(move || write_progress(&session, &progress))
     }
 

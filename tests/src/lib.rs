@@ -64,8 +64,8 @@ impl Cluster {
         std::fs::create_dir_all(&dir).unwrap();
         if is_root() {
             let ok = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.parent().unwrap())
+                .args(["postgres:postgres"])
+                .arg(&dir)
                 .status()
                 .unwrap();
             assert!(ok.success());
