@@ -7,5 +7,6 @@ pub mod classify;
 pub mod client;
 pub mod cron;
 pub mod diff;
+pub mod shape;
 pub mod sync;
 pub mod versions;

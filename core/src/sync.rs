@@ -243,6 +243,18 @@ impl Pipeline {
     }
 }
 
+/// One warning per page or batch whose records carry values of unexpected types.
+fn warn_types(store: &mut dyn Store, step: &str, place: &str, mut odd: Vec<Value>) {
+    let n = odd.len();
+    odd.truncate(20);
+    store.log(
+        Level::Warning,
+        step,
+        &format!("{n} record(s) in {place} have values of unexpected types: kept as received; views read those fields as NULL"),
+        json!({"records": n, "examples": odd}),
+    );
+}
+
 /// Runs one sync to its end. Never panics on API or storage errors: they end up in the outcome.
 pub fn run_sync(client: &Client, store: &mut dyn Store, opts: SyncOptions) -> Outcome {
     let mut run = Run::new(client, opts);
@@ -400,6 +412,7 @@ impl<'a> Run<'a> {
         }
         let mut batch = Vec::with_capacity(lp.records.len());
         let mut new_ids = Vec::new();
+        let mut odd = Vec::new();
         for (i, record) in lp.records.into_iter().enumerate() {
             let Some(id) = record_id(&record) else {
                 self.snapshot_doubts
@@ -423,12 +436,19 @@ impl<'a> Run<'a> {
                 );
                 continue;
             }
+            let problems = crate::shape::check_employee(&record);
+            if !problems.is_empty() {
+                odd.push(json!({"employee_id": id, "problems": problems}));
+            }
             self.seen.push(id.clone());
             new_ids.push(id.clone());
             batch.push(Incoming {
                 employee_id: id,
                 payload: record,
             });
+        }
+        if !odd.is_empty() {
+            warn_types(store, "snapshot", &format!("page {page}"), odd);
         }
         self.progress.pages_done += 1;
         self.sync_counters();
@@ -501,6 +521,17 @@ impl<'a> Run<'a> {
 
     fn flush_history(&mut self, store: &mut dyn Store, buffer: &mut Vec<Incoming>) {
         let batch = std::mem::take(buffer);
+        let odd: Vec<Value> = batch
+            .iter()
+            .filter_map(|r| {
+                let problems = crate::shape::check_employments(&r.payload);
+                (!problems.is_empty())
+                    .then(|| json!({"employee_id": r.employee_id, "problems": problems}))
+            })
+            .collect();
+        if !odd.is_empty() {
+            warn_types(store, "history", "a batch of employment histories", odd);
+        }
         let n = batch.len() as u64;
         self.progress.employees_done += n;
         self.sync_counters();

@@ -511,6 +511,30 @@ fn wrongly_typed_values_are_kept_verbatim_and_break_nothing() {
         stored["employment"]["contract"]["hours_per_week"],
         json!(hours.to_string())
     );
+    // A warning names the employee and each odd field, for the list and for the history.
+    let warnings: Vec<Value> = c
+        .query(
+            "SELECT details FROM employes_sync_logs WHERE session_id = $1 AND level = 'warning'
+                AND message LIKE '%values of unexpected types%' ORDER BY id",
+            &[&s.id],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert_eq!(warnings[0]["examples"][0]["employee_id"], json!(id));
+    let problems = warnings[0]["examples"][0]["problems"].to_string();
+    for field in [
+        "yearly_wage",
+        "employment.contract.hours_per_week",
+        "employment.salary.start_date",
+    ] {
+        assert!(problems.contains(field), "{field} not named in {problems}");
+    }
+    assert!(warnings[1]["examples"][0]["problems"]
+        .to_string()
+        .contains("hours_per_week is a string"));
     // The timeline and the views still work.
     assert_eq!(
         count(
