@@ -61,11 +61,18 @@ BEGIN
             USING ERRCODE = '22023';
     END IF;
 
-    -- Triggers queue up here, so every concurrent caller sees the one active session.
-    PERFORM pg_advisory_xact_lock('employes_sync_sessions'::regclass::oid::integer, 0);
-    PERFORM employes_sync_reap_stale();
-
-    SELECT * INTO s FROM employes_sync_sessions WHERE status IN ('queued', 'running');
+    -- Fast path: a live session is running, so join it without queueing behind the lock.
+    SELECT * INTO s FROM employes_sync_sessions ss
+     WHERE ss.status IN ('queued', 'running')
+       AND EXISTS (SELECT 1 FROM pg_stat_activity a
+                    WHERE a.pid = ss.worker_pid AND a.backend_type = 'employes_sync worker');
+    IF NOT FOUND THEN
+        -- Triggers that may start a sync queue up here, so every concurrent caller sees the one
+        -- active session (the unique index makes a second one impossible in any case).
+        PERFORM pg_advisory_xact_lock('employes_sync_sessions'::regclass::oid::integer, 0);
+        PERFORM employes_sync_reap_stale();
+        SELECT * INTO s FROM employes_sync_sessions WHERE status IN ('queued', 'running');
+    END IF;
     IF FOUND THEN
         INSERT INTO employes_sync_logs (session_id, level, step, message, details)
         VALUES (s.id, 'info', 'trigger', format('%s trigger by %s joined this %s session', src, who, s.status),

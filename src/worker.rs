@@ -220,24 +220,13 @@ fn run(session: String, xid: String) {
         }
     };
     let p = &outcome.progress;
-    if p.versions_written > 0 || p.deleted > 0 || p.changes_detected > 0 {
-        let t = Instant::now();
-        match in_tx(|| {
-            Spi::run("REFRESH MATERIALIZED VIEW CONCURRENTLY employes_timeline").map_err(spi_err)
-        }) {
-            Ok(()) => store.log(
-                Level::Info,
-                "timeline",
-                "timeline refreshed",
-                json!({"ms": t.elapsed().as_millis() as u64}),
-            ),
-            Err(e) => store.log(
-                Level::Error,
-                "timeline",
-                &format!("timeline refresh failed: {e}"),
-                json!({}),
-            ),
-        }
+    if p.versions_written > 0 || p.deleted > 0 {
+        store.log(
+            Level::Info,
+            "timeline",
+            "timeline maintained for the employees this sync changed",
+            json!({"ms": TIMELINE_MS.load(std::sync::atomic::Ordering::Relaxed)}),
+        );
     }
     let retention = guc::LOG_RETENTION_DAYS.get();
     if retention > 0 {
@@ -401,7 +390,31 @@ WITH seen AS (
     SELECT $2::uuid, employee_id, kind, 'deleted', '$', payload, now(), id FROM gone
     RETURNING 1
 )
-SELECT (SELECT count(DISTINCT employee_id) FROM gone)::bigint, (SELECT count(*) FROM chg)::bigint";
+SELECT (SELECT count(DISTINCT employee_id) FROM gone)::bigint, (SELECT count(*) FROM chg)::bigint,
+       (SELECT array_agg(DISTINCT employee_id) FROM gone)";
+
+/// Milliseconds this worker spent maintaining the timeline (main thread only).
+static TIMELINE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Recomputes the timeline of these employees, in the caller's transaction.
+fn refresh_timeline(mut ids: Vec<String>) -> Result<(), String> {
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let t = Instant::now();
+    Spi::run_with_args(
+        "SELECT employes_timeline_refresh($1::text[])",
+        &[ids.into()],
+    )
+    .map_err(spi_err)?;
+    TIMELINE_MS.fetch_add(
+        t.elapsed().as_millis() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    Ok(())
+}
 
 /// Applies records whose content differs from the cached current version: looks up their
 /// latest stored versions, plans, writes versions and changes, records progress. Returns what it
@@ -503,6 +516,7 @@ fn apply_batch(
             Ok(())
         })?;
     }
+    refresh_timeline(written.iter().map(|(id, _)| id.clone()).collect())?;
     let mut p = progress.clone();
     p.versions_written += stats.versions_written;
     p.changes_detected += stats.changes_detected;
@@ -601,11 +615,12 @@ impl Store for SpiStore {
         let seen = seen.to_vec();
         let progress = progress.clone();
         in_tx(move || {
-            let (employees, changes) = Spi::get_two_with_args::<i64, i64>(
+            let (employees, changes, gone) = Spi::get_three_with_args::<i64, i64, Vec<String>>(
                 DELETE_MISSING,
                 &[seen.into(), session.clone().into()],
             )
             .map_err(spi_err)?;
+            refresh_timeline(gone.unwrap_or_default())?;
             let stats = ApplyStats {
                 versions_written: employees.unwrap_or(0) as u64,
                 changes_detected: changes.unwrap_or(0) as u64,

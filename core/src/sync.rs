@@ -5,7 +5,7 @@
 //! transaction per page or batch).
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -160,10 +160,12 @@ impl Pipeline {
             jobs: Mutex::new((VecDeque::new(), false)),
             ready: Condvar::new(),
         });
-        let (tx, events) = mpsc::channel();
+        // Bounded: when the database side is slower than HTTP, the threads wait instead of
+        // piling parsed pages up in memory.
+        let (tx, events) = mpsc::sync_channel(threads.max(1) * 2);
         let threads = (0..threads.max(1))
             .map(|_| {
-                let (queue, client, tx): (Arc<Queue>, Client, Sender<Event>) =
+                let (queue, client, tx): (Arc<Queue>, Client, SyncSender<Event>) =
                     (queue.clone(), client.clone(), tx.clone());
                 std::thread::spawn(move || loop {
                     let job = {

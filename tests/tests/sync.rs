@@ -201,6 +201,22 @@ fn detected_changes_equal_the_simulators_ground_truth() {
     // And again: nothing new.
     let s = sync(&mut c);
     assert_eq!((s.versions_written, s.changes_detected), (0, 0), "{s:?}");
+    // The timeline kept up incrementally is exactly what a full rebuild computes.
+    let timeline = |c: &mut Client| -> Vec<String> {
+        c.query(
+            "SELECT t::text FROM employes_timeline t ORDER BY employee_id, event_type, event_key",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    let incremental = timeline(&mut c);
+    assert!(incremental.len() > 300, "{}", incremental.len());
+    c.batch_execute("SELECT employes_timeline_refresh()")
+        .unwrap();
+    assert_eq!(timeline(&mut c), incremental);
 }
 
 #[test]
