@@ -66,8 +66,9 @@ pub extern "C-unwind" fn employes_sync_watchdog_main(_arg: pg_sys::Datum) {
     loop {
         let reaped = in_tx(|| {
             let installed = Spi::get_one::<String>(
-                "SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-                  WHERE e.extname = 'employes_sync'",
+                // A scalar subquery: one row, NULL when the extension is not installed.
+                "SELECT (SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+                          WHERE e.extname = 'employes_sync')",
             )
             .map_err(spi_err)?;
             match installed {
@@ -149,7 +150,8 @@ fn spi_err(e: pgrx::spi::SpiError) -> String {
 fn run(session: String, xid: String) {
     let schema = in_tx(|| {
         let schema: Option<String> = Spi::get_one(
-            "SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'employes_sync'",
+            "SELECT (SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+                      WHERE e.extname = 'employes_sync')",
         )
         .map_err(spi_err)?;
         let schema = schema.ok_or("extension employes_sync is not installed in this database")?;
