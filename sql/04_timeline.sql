@@ -37,10 +37,13 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
     WITH latest AS (
-        SELECT DISTINCT ON (employee_id) employee_id, payload
-        FROM employes_raw_data
-        WHERE kind = 'employments' AND employee_id = ANY (employee_ids)
-        ORDER BY employee_id, version DESC
+        -- One index probe per employee (version_unique: kind, employee_id, version), whatever
+        -- the planner believes about the table's size.
+        SELECT l.employee_id, l.payload
+        FROM (SELECT DISTINCT unnest(employee_ids) AS employee_id) i
+        CROSS JOIN LATERAL (SELECT d.employee_id, d.payload FROM employes_raw_data d
+                            WHERE d.kind = 'employments' AND d.employee_id = i.employee_id
+                            ORDER BY d.version DESC LIMIT 1) l
     ), employments AS (
         SELECT l.employee_id, e.value AS item,
                row_number() OVER (PARTITION BY l.employee_id

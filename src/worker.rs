@@ -14,7 +14,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use serde_json::{json, Value};
 
-use employes_sync_core::classify::Kind;
+use employes_sync_core::classify::{ChangeType, Kind};
 use employes_sync_core::client::Client;
 use employes_sync_core::sync::{
     run_sync, ApplyStats, FinalStatus, Level, Outcome, Progress, StopReason, Store, SyncOptions,
@@ -471,6 +471,21 @@ fn apply_batch(
         .iter()
         .map(|v| (v.employee_id.clone(), v.content_hash.clone()))
         .collect();
+    // Timeline events come from the history (employments) and, for the employee record, only
+    // from status changes and restorations: recompute just the employees that can have new ones.
+    let timeline_ids: Vec<String> = plan
+        .iter()
+        .filter(|v| {
+            kind == Kind::Employments
+                || v.changes.iter().any(|c| {
+                    matches!(
+                        c.change_type,
+                        ChangeType::StatusChange | ChangeType::Restored
+                    )
+                })
+        })
+        .map(|v| v.employee_id.clone())
+        .collect();
     let mut stats = ApplyStats::default();
     if !plan.is_empty() {
         let close: Vec<i64> = plan.iter().filter_map(|v| v.close_raw_id).collect();
@@ -518,7 +533,7 @@ fn apply_batch(
             Ok(())
         })?;
     }
-    refresh_timeline(written.iter().map(|(id, _)| id.clone()).collect())?;
+    refresh_timeline(timeline_ids)?;
     let mut p = progress.clone();
     p.versions_written += stats.versions_written;
     p.changes_detected += stats.changes_detected;

@@ -186,7 +186,7 @@ fn reset_db(c: &mut Client) {
         "DELETE FROM employes_sync_logs",
         "DELETE FROM employes_sync_sessions",
         "RESET session_replication_role",
-        "REFRESH MATERIALIZED VIEW employes_timeline",
+        "DELETE FROM employes_timeline",
         "VACUUM ANALYZE employes_raw_data",
         "VACUUM ANALYZE employes_changes",
         "VACUUM ANALYZE employes_sync_sessions",
@@ -422,9 +422,9 @@ fn measured_sync(c: &mut Client) -> Measured {
     let stmts = c
         .query_one(
             "/* bench */ SELECT
-               coalesce(sum(total_exec_time + total_plan_time) FILTER (WHERE query NOT ILIKE 'REFRESH MATERIALIZED%'), 0)::float8,
-               coalesce(sum(calls) FILTER (WHERE query NOT ILIKE 'REFRESH MATERIALIZED%'), 0)::bigint,
-               coalesce(sum(total_exec_time + total_plan_time) FILTER (WHERE query ILIKE 'REFRESH MATERIALIZED%'), 0)::float8
+               coalesce(sum(total_exec_time + total_plan_time) FILTER (WHERE query NOT ILIKE '%employes_timeline_refresh%'), 0)::float8,
+               coalesce(sum(calls) FILTER (WHERE query NOT ILIKE '%employes_timeline_refresh%'), 0)::bigint,
+               coalesce(sum(total_exec_time + total_plan_time) FILTER (WHERE query ILIKE '%employes_timeline_refresh%'), 0)::float8
              FROM pg_stat_statements
              WHERE query NOT LIKE '%/* bench */%' AND query NOT ILIKE '%pg_stat_statements%'
                AND query NOT ILIKE '%pg_stat_clear_snapshot%'",
@@ -584,7 +584,7 @@ fn apply_section(
     let mut md = String::from(
         "## Database apply (simulator without rate limit or latency, requests_per_second = 10000)\n\n\
          run = the worker's session (started → completed); SQL = the worker's statements in pg_stat_statements \
-         (apply, progress, logs; timeline refresh apart); timeline = `REFRESH MATERIALIZED VIEW CONCURRENTLY`; \
+         (apply, progress, logs; timeline refresh apart); timeline = `employes_timeline_refresh(ids)` for the employees each transaction changed; \
          main CPU = the worker's main thread (SQL executor + Rust hashing/diffing); HTTP CPU = its HTTP threads; \
          HTTP-only = the same client and pipeline with a store that only hashes (no database). \
          Rows: new raw versions / new changes; tuples = pg_stat_user_tables inserts/updates on the two history \

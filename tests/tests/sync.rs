@@ -479,3 +479,61 @@ fn triggered_by_defaults_to_the_jwt_email_then_the_role_as_postgrest_calls_it() 
     tx.commit().unwrap();
     assert_eq!(who, "postgres");
 }
+
+#[test]
+fn old_log_lines_are_pruned_after_the_retention_and_history_is_kept() {
+    let cluster = Cluster::start(
+        "retention",
+        &["employes_sync.log_retention_days = 7".into()],
+    );
+    let sim = sim(10, 1, 200.0);
+    cluster.use_sim(&sim, 150.0);
+    let mut c = cluster.connect();
+    let first = sync(&mut c);
+    // Make the first session's log lines 8 days old, one of them only 6.
+    c.execute(
+        "UPDATE employes_sync_logs SET logged_at = now() - interval '8 days' WHERE session_id = $1",
+        &[&first.id],
+    )
+    .unwrap();
+    c.execute(
+        "UPDATE employes_sync_logs SET logged_at = now() - interval '6 days'
+          WHERE id = (SELECT min(id) FROM employes_sync_logs WHERE session_id = $1)",
+        &[&first.id],
+    )
+    .unwrap();
+    let versions = count(&mut c, "SELECT count(*) FROM employes_raw_data");
+    let changes = count(&mut c, "SELECT count(*) FROM employes_changes");
+    let second = sync(&mut c);
+    assert_eq!(second.status, "completed");
+    let kept: i64 = c
+        .query_one(
+            "SELECT count(*) FROM employes_sync_logs WHERE session_id = $1",
+            &[&first.id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 1, "only the line younger than 7 days is kept");
+    assert!(
+        count(
+            &mut c,
+            &format!(
+                "SELECT count(*) FROM employes_sync_logs WHERE session_id = '{}'",
+                second.id
+            )
+        ) > 3
+    );
+    // Sessions and history are never pruned.
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM employes_sync_sessions"),
+        2
+    );
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM employes_raw_data"),
+        versions
+    );
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM employes_changes"),
+        changes
+    );
+}
