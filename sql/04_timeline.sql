@@ -154,8 +154,10 @@ DECLARE
     ids text[] := coalesce(employee_ids, ARRAY(SELECT DISTINCT r.employee_id FROM employes_raw_data r));
     n bigint;
 BEGIN
-    DELETE FROM employes_timeline t WHERE t.employee_id = ANY (ids);
-    INSERT INTO employes_timeline SELECT * FROM employes_timeline_events(ids);
+    -- Dynamic statements are planned for these ids every time: a plan cached while the tables
+    -- were small (the first sync fills them) would scan everything for every batch.
+    EXECUTE 'DELETE FROM employes_timeline t WHERE t.employee_id = ANY ($1)' USING ids;
+    EXECUTE 'INSERT INTO employes_timeline SELECT * FROM employes_timeline_events($1)' USING ids;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
