@@ -387,6 +387,16 @@ pub fn sql_error(
     sql: &str,
     params: &[&(dyn postgres::types::ToSql + Sync)],
 ) -> (String, String) {
+    let (code, message, _) = sql_error_with_hint(c, sql, params);
+    (code, message)
+}
+
+/// The SQLSTATE, message and hint of a statement that must fail.
+pub fn sql_error_with_hint(
+    c: &mut Client,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> (String, String, Option<String>) {
     let e = c
         .query(sql, params)
         .err()
@@ -394,7 +404,11 @@ pub fn sql_error(
     let db = e
         .as_db_error()
         .unwrap_or_else(|| panic!("not a server error: {e}"));
-    (db.code().code().to_string(), db.message().to_string())
+    (
+        db.code().code().to_string(),
+        db.message().to_string(),
+        db.hint().map(str::to_string),
+    )
 }
 
 /// Fingerprints of a fault-free run in a throwaway cluster: after a first sync, then after

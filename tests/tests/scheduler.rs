@@ -41,26 +41,6 @@ fn server_now(c: &mut Client) -> DateTime<Utc> {
     c.query_one("SELECT clock_timestamp()", &[]).unwrap().get(0)
 }
 
-/// The SQLSTATE, message and hint of a failed statement.
-fn sql_error(
-    c: &mut Client,
-    sql: &str,
-    params: &[&(dyn postgres::types::ToSql + Sync)],
-) -> (String, String, Option<String>) {
-    let e = c
-        .query(sql, params)
-        .err()
-        .unwrap_or_else(|| panic!("{sql} should fail"));
-    let db = e
-        .as_db_error()
-        .unwrap_or_else(|| panic!("not a server error: {e}"));
-    (
-        db.code().code().to_string(),
-        db.message().to_string(),
-        db.hint().map(str::to_string),
-    )
-}
-
 /// (jobid, jobname, schedule, command, database, active) of every pg_cron job.
 fn cron_jobs(c: &mut Client) -> Vec<(i64, String, String, String, String, bool)> {
     c.query(
@@ -166,7 +146,8 @@ fn invalid_cron_expressions_are_rejected_before_pg_cron_sees_them() {
         ("every 6 hours", "got 3"),
     ];
     for (expr, fragment) in cases {
-        let (code, message, hint) = sql_error(&mut c, "SELECT employes_sync_schedule($1)", &[expr]);
+        let (code, message, hint) =
+            sql_error_with_hint(&mut c, "SELECT employes_sync_schedule($1)", &[expr]);
         assert_eq!(code, "22023", "{expr:?}: {message}");
         assert!(
             message.contains(fragment),
@@ -174,7 +155,7 @@ fn invalid_cron_expressions_are_rejected_before_pg_cron_sees_them() {
         );
         assert!(hint.is_some_and(|h| h.contains("minute hour day-of-month month day-of-week")));
     }
-    let (code, _, _) = sql_error(&mut c, "SELECT employes_sync_schedule(NULL)", &[]);
+    let (code, _, _) = sql_error_with_hint(&mut c, "SELECT employes_sync_schedule(NULL)", &[]);
     assert_eq!(code, "22023");
     // The job pg_cron has is untouched by every rejected call.
     let jobs = cron_jobs(&mut c);
@@ -455,7 +436,7 @@ fn cancel_mid_sync_stops_it_and_keeps_the_state_of_the_last_sync() {
     assert_eq!(st["last_session"]["status"], "cancelled");
     assert_eq!(st["running_session"], Value::Null);
     assert_eq!(st["employees_synced"], 150);
-    let (code, _, _) = sql_error(&mut c, "SELECT employes_sync_cancel($1)", &[&s.id]);
+    let (code, _, _) = sql_error_with_hint(&mut c, "SELECT employes_sync_cancel($1)", &[&s.id]);
     assert_eq!(code, "55000", "an ended session cannot be cancelled");
 }
 
@@ -463,14 +444,14 @@ fn cancel_mid_sync_stops_it_and_keeps_the_state_of_the_last_sync() {
 fn without_pg_cron_scheduling_fails_with_a_hint_and_status_still_works() {
     let (_cluster, _sim, mut c) = setup("nocron", 10);
     c.batch_execute("DROP EXTENSION pg_cron").unwrap();
-    let (code, message, hint) = sql_error(&mut c, "SELECT employes_sync_schedule()", &[]);
+    let (code, message, hint) = sql_error_with_hint(&mut c, "SELECT employes_sync_schedule()", &[]);
     assert_eq!(code, "55000", "{message}");
     assert!(message.contains("pg_cron is not installed"), "{message}");
     assert_eq!(
         hint.as_deref(),
         Some("add pg_cron to shared_preload_libraries, restart, then CREATE EXTENSION pg_cron")
     );
-    let (code, _, _) = sql_error(&mut c, "SELECT employes_sync_unschedule()", &[]);
+    let (code, _, _) = sql_error_with_hint(&mut c, "SELECT employes_sync_unschedule()", &[]);
     assert_eq!(code, "55000");
     let s = scheduler_status(&mut c);
     assert_eq!(
@@ -479,6 +460,7 @@ fn without_pg_cron_scheduling_fails_with_a_hint_and_status_still_works() {
     );
     assert_eq!(status(&mut c)["state"], "never");
     // An invalid expression is still reported as such first.
-    let (code, _, _) = sql_error(&mut c, "SELECT employes_sync_schedule('0 24 * * *')", &[]);
+    let (code, _, _) =
+        sql_error_with_hint(&mut c, "SELECT employes_sync_schedule('0 24 * * *')", &[]);
     assert_eq!(code, "22023");
 }
