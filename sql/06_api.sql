@@ -1,6 +1,15 @@
 -- The SQL API: trigger, wait, cancel, point-in-time reads. SECURITY DEFINER functions pin their
 -- search_path (pg_catalog first) so nothing planted in a caller's path can run in their place.
 
+CREATE FUNCTION employes_sync_worker_alive(pid integer) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = $1 AND a.backend_type = 'employes_sync worker')
+$$;
+COMMENT ON FUNCTION employes_sync_worker_alive(integer) IS
+    'Whether a sync worker with this pid is running (connected workers show in pg_stat_activity).';
+
 CREATE FUNCTION employes_sync_reap_stale() RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, @extschema@, pg_temp
@@ -15,8 +24,7 @@ BEGIN
                error = format('the background worker (pid %s) is gone while the session was %s: it was killed, crashed, or the server restarted',
                               coalesce(s.worker_pid::text, 'none'), s.status)
          WHERE s.status IN ('queued', 'running')
-           AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
-                            WHERE a.pid = s.worker_pid AND a.backend_type = 'employes_sync worker')
+           AND NOT employes_sync_worker_alive(s.worker_pid)
            -- a worker shows in pg_stat_activity once connected: give a new one a moment
            AND (s.status = 'running' OR s.created_at < clock_timestamp() - interval '10 seconds')
         RETURNING s.id, s.error)
@@ -64,8 +72,7 @@ BEGIN
     -- Fast path: a live session is running, so join it without queueing behind the lock.
     SELECT * INTO s FROM employes_sync_sessions ss
      WHERE ss.status IN ('queued', 'running')
-       AND EXISTS (SELECT 1 FROM pg_stat_activity a
-                    WHERE a.pid = ss.worker_pid AND a.backend_type = 'employes_sync worker');
+       AND employes_sync_worker_alive(ss.worker_pid);
     IF NOT FOUND THEN
         -- Triggers that may start a sync queue up here, so every concurrent caller sees the one
         -- active session (the unique index makes a second one impossible in any case).

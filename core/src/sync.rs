@@ -259,7 +259,7 @@ fn warn_types(store: &mut dyn Store, step: &str, place: &str, mut odd: Vec<Value
 
 /// Runs one sync to its end. Never panics on API or storage errors: they end up in the outcome.
 pub fn run_sync(client: &Client, store: &mut dyn Store, opts: SyncOptions) -> Outcome {
-    let mut run = Run::new(client, opts);
+    let mut run = Run::new(client);
     let mut pipeline = Pipeline::start(client, opts.concurrency);
     pipeline.push(Job::Page(1));
     store.log(
@@ -322,7 +322,7 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(client: &'a Client, _opts: SyncOptions) -> Run<'a> {
+    fn new(client: &'a Client) -> Run<'a> {
         Run {
             client,
             progress: Progress::default(),
