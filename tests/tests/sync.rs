@@ -537,3 +537,33 @@ fn old_log_lines_are_pruned_after_the_retention_and_history_is_kept() {
         changes
     );
 }
+
+#[test]
+fn a_dead_api_ends_the_session_as_error_naming_the_url_and_changes_nothing() {
+    let cluster = Cluster::start("deadapi", &fast_conf());
+    let sim = sim(20, 1, 0.0);
+    cluster.use_sim(&sim, 300.0);
+    let mut c = cluster.connect();
+    assert_eq!(sync(&mut c).status, "completed");
+    let before = fingerprint(&mut c);
+    // Nothing listens at the configured address any more.
+    let port = sim.addr().port();
+    sim.shutdown();
+    let s = sync(&mut c);
+    assert_eq!(s.status, "error", "{s:?}");
+    let error = s.error.clone().unwrap();
+    assert!(
+        error.contains(&format!("127.0.0.1:{port}"))
+            && error.contains("could not be fetched")
+            && error.contains("3 attempt(s)"),
+        "{error}"
+    );
+    assert_eq!(s.retries, 2, "{s:?}");
+    assert_eq!(s.employees_deleted, 0);
+    assert_eq!(fingerprint(&mut c), before);
+    let state: String = c
+        .query_one("SELECT employes_sync_status() ->> 'state'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "error");
+}
