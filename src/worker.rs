@@ -3,7 +3,7 @@
 //! thread, SIGTERM and cancellation checked between units of work, every failure recorded on the
 //! session row and in the log table rather than lost in a panic.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use pgrx::bgworkers::{
@@ -331,8 +331,7 @@ fn write_progress(session: &str, p: &Progress) -> Result<(), String> {
 struct SpiStore {
     session: String,
     sigterm: bool,
-    current: Option<HashMap<(Kind, String), [u8; 32]>>,
-    last_progress: Instant,
+    current: Option<CurrentHashes>,
 }
 
 impl SpiStore {
@@ -341,8 +340,164 @@ impl SpiStore {
             session,
             sigterm: false,
             current: None,
-            last_progress: Instant::now(),
         }
+    }
+}
+
+/// Rows per fetch when the worker streams a large result.
+const CURSOR_CHUNK: i64 = 10_000;
+
+/// The content hash of every current version, loaded once per sync so that comparing a fetched
+/// record costs no SQL (a re-sync of an unchanged company only reads). Compact, so the worker's
+/// memory stays small as the company grows: 32 bytes per record, a 64-bit key from kind and
+/// employee id, the first 128 bits of the SHA-256 and two flags. A record is taken as unchanged
+/// only if its key finds an entry with the same 128 bits; a wrong answer would need a 64-bit key
+/// collision between two records whose contents also share a 128-bit hash prefix.
+struct CurrentHashes(HashMap<u64, Entry, BuildKey>);
+
+#[derive(Clone, Copy)]
+struct Entry {
+    hash: [u8; 16],
+    /// Current when the sync started.
+    loaded: bool,
+    /// Its employee was in this sync's list.
+    listed: bool,
+}
+
+/// The key is already a SipHash of the id: the map uses it as is.
+#[derive(Default, Clone, Copy)]
+struct BuildKey;
+
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+impl std::hash::BuildHasher for BuildKey {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher::default()
+    }
+}
+
+impl CurrentHashes {
+    fn key(kind: Kind, employee_id: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        // Fixed keys: the same id gives the same key for the whole sync.
+        let mut h = std::hash::DefaultHasher::new();
+        kind.as_str().hash(&mut h);
+        employee_id.hash(&mut h);
+        h.finish()
+    }
+
+    fn prefix(hex: &str) -> Option<[u8; 16]> {
+        let mut out = [0u8; 16];
+        if hex.len() != 64 {
+            return None;
+        }
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(out)
+    }
+
+    fn is_current(&self, kind: Kind, employee_id: &str, hash: &str) -> bool {
+        Self::prefix(hash).is_some_and(|p| {
+            self.0
+                .get(&Self::key(kind, employee_id))
+                .is_some_and(|e| e.hash == p)
+        })
+    }
+
+    /// A version written by this sync is now the current one.
+    fn set(&mut self, kind: Kind, employee_id: &str, hash: &str) {
+        let key = Self::key(kind, employee_id);
+        match Self::prefix(hash) {
+            Some(p) => {
+                let e = self.0.entry(key).or_insert(Entry {
+                    hash: p,
+                    loaded: false,
+                    listed: true,
+                });
+                e.hash = p;
+            }
+            None => {
+                self.0.remove(&key);
+            }
+        }
+    }
+
+    fn mark_listed(&mut self, employee_id: &str) {
+        for kind in [Kind::Employee, Kind::Employments] {
+            if let Some(e) = self.0.get_mut(&Self::key(kind, employee_id)) {
+                e.listed = true;
+            }
+        }
+    }
+
+    /// Whether some record current at the start belongs to an employee the list did not give.
+    fn any_unlisted(&self) -> bool {
+        self.0.values().any(|e| e.loaded && !e.listed)
+    }
+
+    /// Reads the current versions' hashes through a cursor, 10,000 rows at a time, freeing each
+    /// chunk before the next: the worker never holds the whole result set.
+    fn load() -> Result<CurrentHashes, String> {
+        const CHUNK: i64 = CURSOR_CHUNK;
+        let mut out = in_tx(|| {
+            let mut out = CurrentHashes(HashMap::with_hasher(BuildKey));
+            Spi::connect(|client| -> Result<(), String> {
+                let mut cursor = client.open_cursor(
+                    "SELECT kind, employee_id, content_hash FROM employes_raw_data WHERE valid_to IS NULL",
+                    &[],
+                );
+                loop {
+                    let mut n = 0;
+                    {
+                        let rows = cursor.fetch(CHUNK).map_err(spi_err)?;
+                        for row in rows {
+                            n += 1;
+                            let kind: String = row.get(1).map_err(spi_err)?.unwrap_or_default();
+                            let id: String = row.get(2).map_err(spi_err)?.unwrap_or_default();
+                            let hash: String = row.get(3).map_err(spi_err)?.unwrap_or_default();
+                            if let (Ok(kind), Some(hash)) =
+                                (kind.parse::<Kind>(), Self::prefix(&hash))
+                            {
+                                out.0.insert(
+                                    Self::key(kind, &id),
+                                    Entry {
+                                        hash,
+                                        loaded: true,
+                                        listed: false,
+                                    },
+                                );
+                            }
+                        }
+                    }
+                    // SAFETY: the chunk just read is no longer referenced; SPI would otherwise
+                    // keep every chunk until the connection ends.
+                    unsafe { pg_sys::SPI_freetuptable(pg_sys::SPI_tuptable) };
+                    if n < CHUNK {
+                        return Ok(());
+                    }
+                }
+            })?;
+            Ok(out)
+        })?;
+        out.0.shrink_to_fit();
+        Ok(out)
     }
 }
 
@@ -380,20 +535,18 @@ WITH v AS (
 )
 SELECT (SELECT count(*) FROM ins)::bigint, (SELECT count(*) FROM chg)::bigint";
 
+/// Closes the current records of the employees who left (`$1`: not in a complete list).
 const DELETE_MISSING: &str = "
-WITH seen AS (
-    SELECT DISTINCT unnest($1::text[]) AS employee_id
-), gone AS (
+WITH gone AS (
     UPDATE employes_raw_data r SET valid_to = now(), closed_session_id = $2::uuid
-     WHERE r.valid_to IS NULL AND NOT EXISTS (SELECT 1 FROM seen s WHERE s.employee_id = r.employee_id)
+     WHERE r.valid_to IS NULL AND r.employee_id = ANY ($1::text[])
     RETURNING r.id, r.kind, r.employee_id, r.payload
 ), chg AS (
     INSERT INTO employes_changes (session_id, employee_id, kind, change_type, field_path, old_value, detected_at, raw_from_id)
     SELECT $2::uuid, employee_id, kind, 'deleted', '$', payload, now(), id FROM gone
     RETURNING 1
 )
-SELECT (SELECT count(DISTINCT employee_id) FROM gone)::bigint, (SELECT count(*) FROM chg)::bigint,
-       (SELECT array_agg(DISTINCT employee_id) FROM gone)";
+SELECT (SELECT count(DISTINCT employee_id) FROM gone)::bigint, (SELECT count(*) FROM chg)::bigint";
 
 /// Milliseconds this worker spent maintaining the timeline (main thread only).
 static TIMELINE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -425,10 +578,10 @@ fn apply_batch(
     session: &str,
     kind: Kind,
     records: Vec<Incoming>,
-    hashes: Vec<String>,
     progress: &Progress,
 ) -> Result<(ApplyStats, Vec<(String, String)>), String> {
     let ids: Vec<String> = records.iter().map(|r| r.employee_id.clone()).collect();
+    let hashes: Vec<String> = records.iter().map(|r| r.content_hash.clone()).collect();
     let session = session.to_owned();
     let mut existing: HashMap<String, Existing> = HashMap::new();
     Spi::connect(|client| -> Result<(), String> {
@@ -466,7 +619,7 @@ fn apply_batch(
         }
         Ok(())
     })?;
-    let plan = versions::plan(kind, records, hashes, &existing);
+    let plan = versions::plan(kind, records, &existing);
     let written: Vec<(String, String)> = plan
         .iter()
         .map(|v| (v.employee_id.clone(), v.content_hash.clone()))
@@ -541,103 +694,100 @@ fn apply_batch(
     Ok((stats, written))
 }
 
-/// Content hashes of every current version, loaded once per sync: a page whose records all
-/// match costs no SQL at all (a re-sync of an unchanged company only reads).
-fn load_current_hashes() -> Result<HashMap<(Kind, String), [u8; 32]>, String> {
-    Spi::connect(|client| {
-        let rows = client
-            .select("SELECT kind, employee_id, content_hash FROM employes_raw_data WHERE valid_to IS NULL", None, &[])
-            .map_err(spi_err)?;
-        let mut out = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let kind: String = row.get(1).map_err(spi_err)?.unwrap_or_default();
-            let Ok(kind) = kind.parse::<Kind>() else {
-                continue;
-            };
-            let id: String = row.get(2).map_err(spi_err)?.unwrap_or_default();
-            let hash: String = row.get(3).map_err(spi_err)?.unwrap_or_default();
-            if let Some(h) = hash_bytes(&hash) {
-                out.insert((kind, id), h);
+impl Store for SpiStore {
+    fn changed(&mut self, kind: Kind, records: Vec<Incoming>) -> Result<Vec<Incoming>, String> {
+        if self.current.is_none() {
+            self.current = Some(CurrentHashes::load()?);
+        }
+        let current = self.current.as_mut().expect("loaded above");
+        if kind == Kind::Employee {
+            // Every listed employee passes here once: what is left unmarked at the end was
+            // current and is no longer listed.
+            for r in &records {
+                current.mark_listed(&r.employee_id);
             }
         }
-        Ok(out)
-    })
-}
-
-fn hash_bytes(hex: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if hex.len() != 64 {
-        return None;
+        Ok(records
+            .into_iter()
+            .filter(|r| !current.is_current(kind, &r.employee_id, &r.content_hash))
+            .collect())
     }
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
 
-impl Store for SpiStore {
     fn apply(
         &mut self,
         kind: Kind,
         records: Vec<Incoming>,
         progress: &Progress,
     ) -> Result<ApplyStats, String> {
-        if self.current.is_none() {
-            self.current = Some(in_tx(load_current_hashes)?);
-        }
-        let current = self.current.as_mut().expect("loaded above");
-        let hashes = versions::hashes(&records);
-        let (mut changed, mut changed_hashes) = (Vec::new(), Vec::new());
-        for (record, hash) in records.into_iter().zip(hashes) {
-            let same = hash_bytes(&hash)
-                .is_some_and(|h| current.get(&(kind, record.employee_id.clone())) == Some(&h));
-            if !same {
-                changed.push(record);
-                changed_hashes.push(hash);
-            }
-        }
-        if changed.is_empty() {
-            // Nothing to write: record progress at most twice a second.
-            if self.last_progress.elapsed() >= Duration::from_millis(500) {
-                self.progress(progress)?;
-            }
-            return Ok(ApplyStats::default());
-        }
         let session = self.session.clone();
         let progress = progress.clone();
-        let batch = std::sync::Mutex::new(Some((changed, changed_hashes)));
+        let batch = std::sync::Mutex::new(Some(records));
         let (stats, written) = in_tx(move || {
-            let (records, hashes) = batch
+            let records = batch
                 .lock()
                 .map_err(|e| e.to_string())?
                 .take()
                 .unwrap_or_default();
-            apply_batch(&session, kind, records, hashes, &progress)
+            apply_batch(&session, kind, records, &progress)
         })?;
-        for (id, hash) in written {
-            if let Some(h) = hash_bytes(&hash) {
-                current.insert((kind, id), h);
+        if let Some(current) = self.current.as_mut() {
+            for (id, hash) in written {
+                current.set(kind, &id, &hash);
             }
         }
-        self.last_progress = Instant::now();
         Ok(stats)
     }
 
     fn delete_missing(
         &mut self,
-        seen: &[String],
+        seen: &HashSet<String>,
         progress: &Progress,
     ) -> Result<ApplyStats, String> {
+        // Usually nobody left: the cache knows without any SQL.
+        if self.current.as_ref().is_some_and(|c| !c.any_unlisted()) {
+            return Ok(ApplyStats::default());
+        }
         let session = self.session.clone();
-        let seen = seen.to_vec();
         let progress = progress.clone();
         in_tx(move || {
-            let (employees, changes, gone) = Spi::get_three_with_args::<i64, i64, Vec<String>>(
+            // The current records' employees, streamed, against the listed ids: the ids that
+            // left are few, so only they go back to SQL.
+            let mut gone: Vec<String> = Vec::new();
+            Spi::connect(|client| -> Result<(), String> {
+                let mut cursor = client.open_cursor(
+                    "SELECT employee_id FROM employes_raw_data WHERE valid_to IS NULL",
+                    &[],
+                );
+                loop {
+                    let mut n = 0;
+                    {
+                        let rows = cursor.fetch(CURSOR_CHUNK).map_err(spi_err)?;
+                        for row in rows {
+                            n += 1;
+                            let id: String = row.get(1).map_err(spi_err)?.unwrap_or_default();
+                            if !seen.contains(&id) {
+                                gone.push(id);
+                            }
+                        }
+                    }
+                    // SAFETY: as in CurrentHashes::load.
+                    unsafe { pg_sys::SPI_freetuptable(pg_sys::SPI_tuptable) };
+                    if n < CURSOR_CHUNK {
+                        return Ok(());
+                    }
+                }
+            })?;
+            gone.sort_unstable();
+            gone.dedup();
+            if gone.is_empty() {
+                return Ok(ApplyStats::default());
+            }
+            let (employees, changes) = Spi::get_two_with_args::<i64, i64>(
                 DELETE_MISSING,
-                &[seen.into(), session.clone().into()],
+                &[gone.clone().into(), session.clone().into()],
             )
             .map_err(spi_err)?;
-            refresh_timeline(gone.unwrap_or_default())?;
+            refresh_timeline(gone)?;
             let stats = ApplyStats {
                 versions_written: employees.unwrap_or(0) as u64,
                 changes_detected: changes.unwrap_or(0) as u64,
@@ -653,7 +803,6 @@ impl Store for SpiStore {
     fn progress(&mut self, progress: &Progress) -> Result<(), String> {
         let session = self.session.clone();
         let progress = progress.clone();
-        self.last_progress = Instant::now();
         in_tx(move || write_progress(&session, &progress))
     }
 

@@ -25,7 +25,7 @@ use employes_sync_core::client::{Client as ApiClient, ClientConfig};
 use employes_sync_core::sync::{
     run_sync, ApplyStats, Level, Progress, StopReason, Store, SyncOptions,
 };
-use employes_sync_core::versions::{self, Incoming};
+use employes_sync_core::versions::Incoming;
 use employes_sync_e2e::{wait_until, Client, Cluster};
 use serde_json::Value;
 
@@ -47,6 +47,15 @@ struct Sizes {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let trigger_only = std::env::args().any(|a| a == "--trigger-only");
+    // Database apply, peer and memory only, for the sizes given (e.g. --apply-only=100000);
+    // printed, not written to results.md.
+    let apply_only: Option<Vec<usize>> = std::env::args().find_map(|a| {
+        a.strip_prefix("--apply-only=").map(|v| {
+            v.split(',')
+                .map(|n| n.parse().expect("--apply-only=N[,N]"))
+                .collect()
+        })
+    });
     let sizes = if quick {
         Sizes {
             floor: vec![117, 500],
@@ -103,6 +112,13 @@ fn main() {
     if trigger_only {
         let md = trigger_section(&cluster, &mut c, &sizes);
         println!("{md}");
+        return;
+    }
+    if let Some(apply) = apply_only {
+        let sizes = Sizes { apply, ..sizes };
+        let (apply_md, peer_input, rss) = apply_section(&cluster, &mut c, &sizes);
+        let peer_md = peer_section(&cluster, &mut c, peer_input);
+        println!("{out}{apply_md}{peer_md}{}", memory_section(&rss));
         return;
     }
     let floor_md = floor_section(&cluster, &mut c, &sizes);
@@ -511,25 +527,27 @@ fn floor_section(cluster: &Cluster, c: &mut Client, sizes: &Sizes) -> String {
 // ---------------------------------------------------------------------------------------------
 // Database apply
 
-/// A store that keeps nothing: the same HTTP pipeline, to separate HTTP time from the database.
-struct NullStore {
-    hashing: Duration,
-}
+/// A store that keeps nothing and finds every record unchanged: the same HTTP pipeline (which
+/// hashes every record on its threads), to separate HTTP time from the database.
+struct NullStore;
 
 impl Store for NullStore {
+    fn changed(&mut self, _kind: Kind, _records: Vec<Incoming>) -> Result<Vec<Incoming>, String> {
+        Ok(Vec::new())
+    }
     fn apply(
         &mut self,
         _kind: Kind,
-        records: Vec<Incoming>,
+        _records: Vec<Incoming>,
         _p: &Progress,
     ) -> Result<ApplyStats, String> {
-        let t = Instant::now();
-        let h = versions::hashes(&records);
-        self.hashing += t.elapsed();
-        std::hint::black_box(h);
         Ok(ApplyStats::default())
     }
-    fn delete_missing(&mut self, _seen: &[String], _p: &Progress) -> Result<ApplyStats, String> {
+    fn delete_missing(
+        &mut self,
+        _seen: &std::collections::HashSet<String>,
+        _p: &Progress,
+    ) -> Result<ApplyStats, String> {
         Ok(ApplyStats::default())
     }
     fn progress(&mut self, _p: &Progress) -> Result<(), String> {
@@ -543,7 +561,6 @@ impl Store for NullStore {
 
 struct HttpOnly {
     seconds: f64,
-    hashing_s: f64,
     requests: u64,
 }
 
@@ -556,14 +573,11 @@ fn http_only(r: &Replay) -> HttpOnly {
         ..ClientConfig::default()
     })
     .unwrap();
-    let mut store = NullStore {
-        hashing: Duration::ZERO,
-    };
+    let mut store = NullStore;
     let t = Instant::now();
     let outcome = run_sync(&client, &mut store, SyncOptions::default());
     HttpOnly {
         seconds: t.elapsed().as_secs_f64(),
-        hashing_s: store.hashing.as_secs_f64(),
         requests: outcome.progress.api_requests,
     }
 }
@@ -585,16 +599,16 @@ fn apply_section(
         "## Database apply (simulator without rate limit or latency, requests_per_second = 10000)\n\n\
          run = the worker's session (started → completed); SQL = the worker's statements in pg_stat_statements \
          (apply, progress, logs; timeline refresh apart); timeline = `employes_timeline_refresh(ids)` for the employees each transaction changed; \
-         main CPU = the worker's main thread (SQL executor + Rust hashing/diffing); HTTP CPU = its HTTP threads; \
-         HTTP-only = the same client and pipeline with a store that only hashes (no database). \
+         main CPU = the worker's main thread (SQL executor, comparing, diffing); HTTP CPU = its HTTP threads (requests, JSON parsing, canonical hashing); \
+         HTTP-only = the same client, pipeline and hashing with a store that writes nothing (no database). \
          Rows: new raw versions / new changes; tuples = pg_stat_user_tables inserts/updates on the two history \
          tables (all extension tables in brackets: session progress, logs).\n\n\
          | employees | step | status | run s | SQL s (calls) | timeline s | main CPU s | HTTP CPU s | requests | raw versions + | changes + | tuples ins / upd | peak RSS MB (private) |\n\
          |---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n",
     );
     let mut http_md = String::from(
-        "\nHTTP alone (same pipeline, 4 threads, no database; hashing = content hashes of every record in Rust):\n\n\
-         | employees | requests | HTTP-only s | requests/s | hashing s |\n|---:|---:|---:|---:|---:|\n",
+        "\nHTTP alone (same pipeline and hashing, 4 threads, no database):\n\n\
+         | employees | requests | HTTP-only s | requests/s |\n|---:|---:|---:|---:|\n",
     );
     let mut peer = None;
     let mut rss = Vec::new();
@@ -614,11 +628,10 @@ fn apply_section(
         let h = http_only(&replay);
         writeln!(
             http_md,
-            "| {n} | {} | {:.2} | {:.0} | {:.2} |",
+            "| {n} | {} | {:.2} | {:.0} |",
             h.requests,
             h.seconds,
             h.requests as f64 / h.seconds,
-            h.hashing_s
         )
         .unwrap();
         let before = (n == largest).then(|| sim.dump());
@@ -917,6 +930,11 @@ fn trigger_section(cluster: &Cluster, c: &mut Client, sizes: &Sizes) -> String {
     point_at(cluster, &sim, 20.0);
     let mut conns: Vec<Client> = (0..CALLERS).map(|_| cluster.connect()).collect();
     let samples = Arc::new(Mutex::new(Vec::<f64>::new()));
+    // The first call on each connection also loads the backend's caches (PL/pgSQL compiles the
+    // functions, catalog lookups): reported apart, since a pool such as PostgREST's reuses its
+    // connections.
+    let mut first_calls = Vec::<f64>::new();
+    let mut first_round = true;
     let mut creating = Vec::new();
     let mut joined_other = 0usize;
     for _ in 0..sizes.trigger_rounds {
@@ -958,12 +976,17 @@ fn trigger_section(cluster: &Cluster, c: &mut Client, sizes: &Sizes) -> String {
         });
         for (conn, v) in results {
             let mut s = samples.lock().unwrap();
-            for (ms, got) in v {
-                s.push(ms);
+            for (i, (ms, got)) in v.into_iter().enumerate() {
+                if first_round && i == 0 {
+                    first_calls.push(ms);
+                } else {
+                    s.push(ms);
+                }
                 joined_other += usize::from(got != id);
             }
             conns.push(conn);
         }
+        first_round = false;
         c.query_one(
             &format!("{TAG} SELECT status FROM employes_sync_cancel($1)"),
             &[&id],
@@ -992,6 +1015,9 @@ fn trigger_section(cluster: &Cluster, c: &mut Client, sizes: &Sizes) -> String {
     let mut s = samples.lock().unwrap().clone();
     s.sort_by(f64::total_cmp);
     creating.sort_by(f64::total_cmp);
+    first_calls.sort_by(f64::total_cmp);
+    let mut all = [s.clone(), first_calls.clone()].concat();
+    all.sort_by(f64::total_cmp);
     let p99 = percentile(&s, 99.0);
     let mut md = String::new();
     writeln!(
@@ -999,8 +1025,10 @@ fn trigger_section(cluster: &Cluster, c: &mut Client, sizes: &Sizes) -> String {
         "## Trigger latency: {CALLERS} concurrent callers, each on its own connection, while a sync runs (2,000 employees at 20 rps)\n\n\
          {} rounds; in each, one trigger starts a session, then every caller calls `employes_sync_trigger('manual', 'bench')` \
          {} times back to back (they join the running session), then the session is cancelled.\n\n\
-         | calls | p50 ms | p90 ms | p99 ms | max ms | goal p99 < 50 ms | starting trigger (median, ms) |\n|---:|---:|---:|---:|---:|---|---:|\n\
-         | {} | {:.1} | {:.1} | **{p99:.1}** | {:.1} | {} | {:.1} |\n",
+         | calls | p50 ms | p90 ms | p99 ms | max ms | goal p99 < 50 ms | starting trigger (median, ms) |\n|---|---:|---:|---:|---:|---|---:|\n\
+         | {} on open connections | {:.1} | {:.1} | **{p99:.1}** | {:.1} | {} | {:.1} |\n\
+         | {} first calls on new connections | {:.1} | {:.1} | {:.1} | {:.1} |  |  |\n\
+         | {} all calls | {:.1} | {:.1} | {:.1} | {:.1} | {} |  |\n",
         sizes.trigger_rounds,
         sizes.trigger_calls,
         s.len(),
@@ -1009,6 +1037,17 @@ fn trigger_section(cluster: &Cluster, c: &mut Client, sizes: &Sizes) -> String {
         s.last().copied().unwrap_or(f64::NAN),
         if p99 < 50.0 { "met" } else { "missed" },
         percentile(&creating, 50.0),
+        first_calls.len(),
+        percentile(&first_calls, 50.0),
+        percentile(&first_calls, 90.0),
+        percentile(&first_calls, 99.0),
+        first_calls.last().copied().unwrap_or(f64::NAN),
+        all.len(),
+        percentile(&all, 50.0),
+        percentile(&all, 90.0),
+        percentile(&all, 99.0),
+        all.last().copied().unwrap_or(f64::NAN),
+        if percentile(&all, 99.0) < 50.0 { "met" } else { "missed" },
     )
     .unwrap();
     if joined_other > 0 {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::canonical::content_hash;
 use crate::classify::Kind;
 use crate::client::{ApiError, Client, ListPage};
 use crate::versions::{record_id, Incoming};
@@ -67,16 +68,25 @@ pub enum StopReason {
 /// Storage as the driver sees it. Each `apply` is atomic: all of the batch or none of it,
 /// together with the progress given.
 pub trait Store {
+    /// Keeps the records whose content differs from their current stored version and drops the
+    /// rest (they need no write). Called for every fetched record, so it must be cheap: the
+    /// extension answers from a per-sync cache of current hashes, with no SQL. The default keeps
+    /// everything, which is also correct: `apply` plans nothing for unchanged content.
+    fn changed(&mut self, kind: Kind, records: Vec<Incoming>) -> Result<Vec<Incoming>, String> {
+        let _ = kind;
+        Ok(records)
+    }
     fn apply(
         &mut self,
         kind: Kind,
         records: Vec<Incoming>,
         progress: &Progress,
     ) -> Result<ApplyStats, String>;
-    /// Marks every current record whose employee is not in `seen` deleted; returns how many employees.
+    /// Marks every current record whose employee is not in `seen` deleted; returns how many
+    /// employees (as `versions_written`) and the changes recorded.
     fn delete_missing(
         &mut self,
-        seen: &[String],
+        seen: &HashSet<String>,
         progress: &Progress,
     ) -> Result<ApplyStats, String>;
     fn progress(&mut self, progress: &Progress) -> Result<(), String>;
@@ -115,18 +125,24 @@ pub struct Outcome {
 #[derive(Debug, Clone, Copy)]
 pub struct SyncOptions {
     pub concurrency: usize,
-    /// Employment histories applied per transaction.
-    pub history_batch: usize,
+    /// Changed records of one kind that make the pending batch be applied (one transaction).
+    pub apply_batch: usize,
+    /// The longest a changed record waits for its batch: data and progress stay this fresh.
+    pub max_pending: Duration,
     /// How often the store's stop flag is polled.
     pub stop_poll: Duration,
+    /// How often progress is recorded while nothing is written.
+    pub progress_every: Duration,
 }
 
 impl Default for SyncOptions {
     fn default() -> Self {
         SyncOptions {
             concurrency: 4,
-            history_batch: 100,
+            apply_batch: 1000,
+            max_pending: Duration::from_secs(5),
             stop_poll: Duration::from_millis(250),
+            progress_every: Duration::from_millis(500),
         }
     }
 }
@@ -136,9 +152,11 @@ enum Job {
     History(String),
 }
 
+/// A fetched unit of work, hashed on the HTTP thread that fetched it (canonical hashing is the
+/// costliest Rust step of a sync; the main thread only compares).
 enum Event {
-    Page(u32, Result<ListPage, ApiError>),
-    History(String, Result<Option<Value>, ApiError>),
+    Page(u32, Result<(ListPage, Vec<String>), ApiError>),
+    History(String, Result<Option<Incoming>, ApiError>),
 }
 
 struct Queue {
@@ -181,9 +199,17 @@ impl Pipeline {
                         }
                     };
                     let event = match job {
-                        Job::Page(p) => Event::Page(p, client.list_page(p)),
+                        Job::Page(p) => Event::Page(
+                            p,
+                            client.list_page(p).map(|lp| {
+                                let hashes = lp.records.iter().map(content_hash).collect();
+                                (lp, hashes)
+                            }),
+                        ),
                         Job::History(id) => {
-                            let r = client.employments(&id);
+                            let r = client
+                                .employments(&id)
+                                .map(|body| body.map(|b| Incoming::new(id.clone(), b)));
                             Event::History(id, r)
                         }
                     };
@@ -268,10 +294,10 @@ pub fn run_sync(client: &Client, store: &mut dyn Store, opts: SyncOptions) -> Ou
         "fetching the employee list",
         json!({"per_page": client.config().per_page}),
     );
-    let mut buffer: Vec<Incoming> = Vec::new();
     let mut last_poll = Instant::now() - opts.stop_poll;
+    let mut last_progress = Instant::now();
 
-    while pipeline.outstanding > 0 || !buffer.is_empty() {
+    while pipeline.outstanding > 0 || run.pending.any() {
         if last_poll.elapsed() >= opts.stop_poll {
             last_poll = Instant::now();
             if let Some(reason) = store.check_stop() {
@@ -280,20 +306,38 @@ pub fn run_sync(client: &Client, store: &mut dyn Store, opts: SyncOptions) -> Ou
             }
         }
         let event = if pipeline.outstanding > 0 {
-            pipeline.recv(opts.stop_poll)
+            let due = run.pending.since.map_or(opts.stop_poll, |t| {
+                opts.max_pending.saturating_sub(t.elapsed())
+            });
+            pipeline.recv(due.min(opts.stop_poll))
         } else {
             None
         };
         match event {
             Some(Event::Page(page, result)) => run.on_page(store, &mut pipeline, page, result),
-            Some(Event::History(id, result)) => run.on_history(store, &mut buffer, id, result),
+            Some(Event::History(id, result)) => run.on_history(store, id, result),
             None => {}
         }
         if run.fatal.is_some() {
             break;
         }
-        if buffer.len() >= opts.history_batch || (pipeline.outstanding == 0 && !buffer.is_empty()) {
-            run.flush_history(store, &mut buffer);
+        // Changed records wait for a full batch, the end of the work, or their deadline: one
+        // transaction then writes what many pages changed (a 1% change spread over every page
+        // costs a few transactions, not one per page).
+        if run.pending.employee.len() >= opts.apply_batch
+            || run.pending.history.len() >= opts.apply_batch
+            || (pipeline.outstanding == 0 && run.pending.any())
+            || run
+                .pending
+                .since
+                .is_some_and(|t| t.elapsed() >= opts.max_pending)
+        {
+            run.flush(store);
+            last_progress = Instant::now();
+        } else if last_progress.elapsed() >= opts.progress_every {
+            run.sync_counters();
+            let _ = store.progress(&run.progress);
+            last_progress = Instant::now();
         }
     }
     let interrupted = run.fatal.is_some() || run.stopped.is_some();
@@ -302,7 +346,30 @@ pub fn run_sync(client: &Client, store: &mut dyn Store, opts: SyncOptions) -> Ou
         pipeline.cancel_pending();
     }
     pipeline.shutdown(!interrupted);
+    // What was fetched completely is still applied after a cancel or an API failure; a
+    // terminated worker (server shutdown, pg_terminate_backend) leaves at once instead, and the
+    // next sync fetches those records again. Either way nothing is half-applied.
+    if !matches!(run.stopped, Some(StopReason::Terminated(_))) && run.pending.any() {
+        run.flush(store);
+    }
     run.finish(store)
+}
+
+/// Changed records waiting to be applied, and the list pages they came from (a page counts as
+/// applied only once its changed records are committed).
+#[derive(Default)]
+struct Pending {
+    employee: Vec<Incoming>,
+    pages: Vec<u32>,
+    history: Vec<Incoming>,
+    odd_history: Vec<Value>,
+    since: Option<Instant>,
+}
+
+impl Pending {
+    fn any(&self) -> bool {
+        !self.employee.is_empty() || !self.history.is_empty()
+    }
 }
 
 struct Run<'a> {
@@ -310,8 +377,9 @@ struct Run<'a> {
     progress: Progress,
     pages_ok: HashSet<u32>,
     pages_failed: u64,
-    seen: Vec<String>,
-    seen_set: HashSet<String>,
+    /// Every employee id the list gave (duplicates are refused).
+    seen: HashSet<String>,
+    pending: Pending,
     snapshot_doubts: Vec<String>,
     fatal: Option<String>,
     first_error: Option<String>,
@@ -328,8 +396,8 @@ impl<'a> Run<'a> {
             progress: Progress::default(),
             pages_ok: HashSet::new(),
             pages_failed: 0,
-            seen: Vec::new(),
-            seen_set: HashSet::new(),
+            seen: HashSet::new(),
+            pending: Pending::default(),
             snapshot_doubts: Vec::new(),
             fatal: None,
             first_error: None,
@@ -357,10 +425,10 @@ impl<'a> Run<'a> {
         store: &mut dyn Store,
         pipeline: &mut Pipeline,
         page: u32,
-        result: Result<ListPage, ApiError>,
+        result: Result<(ListPage, Vec<String>), ApiError>,
     ) {
-        let lp = match result {
-            Ok(lp) => lp,
+        let (lp, hashes) = match result {
+            Ok(r) => r,
             Err(e) => {
                 if e.is_fatal() {
                     store.log(
@@ -415,7 +483,7 @@ impl<'a> Run<'a> {
         let mut batch = Vec::with_capacity(lp.records.len());
         let mut new_ids = Vec::new();
         let mut odd = Vec::new();
-        for (i, record) in lp.records.into_iter().enumerate() {
+        for (i, (record, hash)) in lp.records.into_iter().zip(hashes).enumerate() {
             let Some(id) = record_id(&record) else {
                 self.snapshot_doubts
                     .push(format!("record {} on page {page} has no usable id", i + 1));
@@ -427,7 +495,7 @@ impl<'a> Run<'a> {
                 );
                 continue;
             };
-            if !self.seen_set.insert(id.clone()) {
+            if !self.seen.insert(id.clone()) {
                 self.snapshot_doubts
                     .push(format!("employee {id} appears twice in the list"));
                 store.log(
@@ -442,30 +510,28 @@ impl<'a> Run<'a> {
             if !problems.is_empty() {
                 odd.push(json!({"employee_id": id, "problems": problems}));
             }
-            self.seen.push(id.clone());
             new_ids.push(id.clone());
-            batch.push(Incoming {
-                employee_id: id,
-                payload: record,
-            });
+            batch.push(Incoming::with_hash(id, record, hash));
         }
         if !odd.is_empty() {
             warn_types(store, "snapshot", &format!("page {page}"), odd);
         }
         self.progress.pages_done += 1;
-        self.sync_counters();
-        match store.apply(Kind::Employee, batch, &self.progress) {
-            Ok(stats) => {
+        match store.changed(Kind::Employee, batch) {
+            Ok(changed) if changed.is_empty() => {
                 self.pages_ok.insert(page);
-                self.progress.versions_written += stats.versions_written;
-                self.progress.changes_detected += stats.changes_detected;
+            }
+            Ok(changed) => {
+                self.pending.employee.extend(changed);
+                self.pending.pages.push(page);
+                self.pending.since.get_or_insert_with(Instant::now);
             }
             Err(e) => {
                 self.pages_failed += 1;
                 self.error(
                     store,
                     "snapshot",
-                    format!("page {page} could not be applied: {e}"),
+                    format!("page {page} could not be compared with the stored versions: {e}"),
                     json!({"page": page}),
                 );
             }
@@ -478,17 +544,34 @@ impl<'a> Run<'a> {
     fn on_history(
         &mut self,
         store: &mut dyn Store,
-        buffer: &mut Vec<Incoming>,
         id: String,
-        result: Result<Option<Value>, ApiError>,
+        result: Result<Option<Incoming>, ApiError>,
     ) {
         match result {
-            Ok(Some(body)) => {
-                buffer.push(Incoming {
-                    employee_id: id,
-                    payload: body,
-                });
-                return;
+            Ok(Some(record)) => {
+                let problems = crate::shape::check_employments(&record.payload);
+                if !problems.is_empty() {
+                    self.pending
+                        .odd_history
+                        .push(json!({"employee_id": record.employee_id, "problems": problems}));
+                }
+                match store.changed(Kind::Employments, vec![record]) {
+                    Ok(changed) if changed.is_empty() => {}
+                    Ok(changed) => {
+                        self.pending.history.extend(changed);
+                        self.pending.since.get_or_insert_with(Instant::now);
+                        return; // done once applied
+                    }
+                    Err(e) => {
+                        self.history_failed += 1;
+                        self.error(
+                            store,
+                            "history",
+                            format!("employment history of {id} could not be compared with the stored versions: {e}"),
+                            json!({"employee_id": id}),
+                        );
+                    }
+                }
             }
             Ok(None) => self.no_history += 1,
             Err(e) if e.is_fatal() => {
@@ -521,40 +604,67 @@ impl<'a> Run<'a> {
         self.progress.employees_done += 1;
     }
 
-    fn flush_history(&mut self, store: &mut dyn Store, buffer: &mut Vec<Incoming>) {
-        let batch = std::mem::take(buffer);
-        let odd: Vec<Value> = batch
-            .iter()
-            .filter_map(|r| {
-                let problems = crate::shape::check_employments(&r.payload);
-                (!problems.is_empty())
-                    .then(|| json!({"employee_id": r.employee_id, "problems": problems}))
-            })
-            .collect();
-        if !odd.is_empty() {
-            warn_types(store, "history", "a batch of employment histories", odd);
+    /// Applies the pending changed records: one transaction per kind.
+    fn flush(&mut self, store: &mut dyn Store) {
+        let pending = std::mem::take(&mut self.pending);
+        if !pending.odd_history.is_empty() {
+            warn_types(
+                store,
+                "history",
+                "employment histories",
+                pending.odd_history,
+            );
         }
-        let n = batch.len() as u64;
-        self.progress.employees_done += n;
-        self.sync_counters();
-        match store.apply(Kind::Employments, batch, &self.progress) {
-            Ok(stats) => {
-                self.progress.versions_written += stats.versions_written;
-                self.progress.changes_detected += stats.changes_detected;
+        if !pending.employee.is_empty() {
+            let n = pending.employee.len();
+            self.sync_counters();
+            match store.apply(Kind::Employee, pending.employee, &self.progress) {
+                Ok(stats) => {
+                    self.pages_ok.extend(pending.pages);
+                    self.progress.versions_written += stats.versions_written;
+                    self.progress.changes_detected += stats.changes_detected;
+                }
+                Err(e) => {
+                    self.pages_failed += pending.pages.len() as u64;
+                    self.error(
+                        store,
+                        "snapshot",
+                        format!(
+                            "{n} changed employee records from {} list pages could not be applied: {e}",
+                            pending.pages.len()
+                        ),
+                        json!({"records": n, "pages": pending.pages}),
+                    );
+                }
             }
-            Err(e) => {
-                self.history_failed += n;
-                self.error(
-                    store,
-                    "history",
-                    format!("a batch of {n} employment histories could not be applied: {e}"),
-                    json!({"employees": n}),
-                );
+        }
+        if !pending.history.is_empty() {
+            let n = pending.history.len() as u64;
+            self.progress.employees_done += n;
+            self.sync_counters();
+            match store.apply(Kind::Employments, pending.history, &self.progress) {
+                Ok(stats) => {
+                    self.progress.versions_written += stats.versions_written;
+                    self.progress.changes_detected += stats.changes_detected;
+                }
+                Err(e) => {
+                    self.history_failed += n;
+                    self.error(
+                        store,
+                        "history",
+                        format!("a batch of {n} employment histories could not be applied: {e}"),
+                        json!({"employees": n}),
+                    );
+                }
             }
         }
     }
 
     fn finish(mut self, store: &mut dyn Store) -> Outcome {
+        let odd = std::mem::take(&mut self.pending.odd_history);
+        if !odd.is_empty() {
+            warn_types(store, "history", "employment histories", odd);
+        }
         self.sync_counters();
         let pages_total = self.progress.pages_total.unwrap_or(0);
         let all_pages = pages_total > 0

@@ -9,11 +9,32 @@ use serde_json::Value;
 use crate::canonical::content_hash;
 use crate::classify::{self, Change, Kind};
 
-/// A record as fetched, keyed by employee.
+/// A record as fetched, keyed by employee, with the hash of its canonical content.
 #[derive(Debug, Clone)]
 pub struct Incoming {
     pub employee_id: String,
     pub payload: Value,
+    pub content_hash: String,
+}
+
+impl Incoming {
+    /// Hashes the payload (the costly part: the driver calls it on its HTTP threads).
+    pub fn new(employee_id: String, payload: Value) -> Incoming {
+        Incoming {
+            content_hash: content_hash(&payload),
+            employee_id,
+            payload,
+        }
+    }
+
+    /// Same record, already hashed.
+    pub fn with_hash(employee_id: String, payload: Value, content_hash: String) -> Incoming {
+        Incoming {
+            employee_id,
+            payload,
+            content_hash,
+        }
+    }
 }
 
 /// The latest stored version of a record (current or closed by a deletion).
@@ -41,17 +62,11 @@ pub struct NewVersion {
     pub changes: Vec<Change>,
 }
 
-/// Hashes every incoming record; callers look up the latest versions with these.
-pub fn hashes(incoming: &[Incoming]) -> Vec<String> {
-    incoming.iter().map(|i| content_hash(&i.payload)).collect()
-}
-
-/// Plans the writes for one batch. `hashes` must be `hashes(&incoming)`. A record that appears
-/// twice in the batch keeps its last occurrence.
+/// Plans the writes for one batch. A record that appears twice in the batch keeps its last
+/// occurrence.
 pub fn plan(
     kind: Kind,
     incoming: Vec<Incoming>,
-    hashes: Vec<String>,
     existing: &HashMap<String, Existing>,
 ) -> Vec<NewVersion> {
     let mut last: HashMap<String, usize> = HashMap::new();
@@ -59,10 +74,11 @@ pub fn plan(
         last.insert(rec.employee_id.clone(), i);
     }
     let mut out = Vec::new();
-    for (i, (rec, hash)) in incoming.into_iter().zip(hashes).enumerate() {
+    for (i, rec) in incoming.into_iter().enumerate() {
         if last.get(&rec.employee_id) != Some(&i) {
             continue;
         }
+        let hash = rec.content_hash;
         match existing.get(&rec.employee_id) {
             None => out.push(NewVersion {
                 changes: vec![classify::created(kind, &rec.payload)],
@@ -115,10 +131,7 @@ mod tests {
     use serde_json::json;
 
     fn inc(id: &str, payload: Value) -> Incoming {
-        Incoming {
-            employee_id: id.into(),
-            payload,
-        }
+        Incoming::new(id.into(), payload)
     }
 
     fn existing(id: i64, version: i32, payload: &Value, current: bool) -> Existing {
@@ -134,8 +147,7 @@ mod tests {
     #[test]
     fn first_sight_is_created_version_one() {
         let batch = vec![inc("a", json!({"id":"a","status":"active"}))];
-        let h = hashes(&batch);
-        let plan = plan(Kind::Employee, batch, h, &HashMap::new());
+        let plan = plan(Kind::Employee, batch, &HashMap::new());
         assert_eq!(plan.len(), 1);
         assert_eq!(plan[0].version, 1);
         assert_eq!(plan[0].changes.len(), 1);
@@ -148,8 +160,7 @@ mod tests {
         let new = json!({"dt_update":"2026-02-01T00:00:00.2","month_wage":2846.0,"id":"a"});
         let ex = HashMap::from([("a".to_string(), existing(7, 3, &old, true))]);
         let batch = vec![inc("a", new)];
-        let h = hashes(&batch);
-        assert!(plan(Kind::Employee, batch, h, &ex).is_empty());
+        assert!(plan(Kind::Employee, batch, &ex).is_empty());
     }
 
     #[test]
@@ -158,8 +169,7 @@ mod tests {
         let new = json!({"id":"a","status":"out of service"});
         let ex = HashMap::from([("a".to_string(), existing(7, 3, &old, true))]);
         let batch = vec![inc("a", new)];
-        let h = hashes(&batch);
-        let p = plan(Kind::Employee, batch, h, &ex);
+        let p = plan(Kind::Employee, batch, &ex);
         assert_eq!(p.len(), 1);
         assert_eq!(
             (p[0].version, p[0].close_raw_id, p[0].from_raw_id),
@@ -179,8 +189,7 @@ mod tests {
         let old = json!({"id":"a","status":"active"});
         let ex = HashMap::from([("a".to_string(), existing(9, 2, &old, false))]);
         let batch = vec![inc("a", old.clone())];
-        let h = hashes(&batch);
-        let p = plan(Kind::Employee, batch, h, &ex);
+        let p = plan(Kind::Employee, batch, &ex);
         assert_eq!(
             (p[0].version, p[0].close_raw_id, p[0].from_raw_id),
             (3, None, Some(9))
@@ -200,8 +209,7 @@ mod tests {
             inc("a", json!({"id":"a","v":1})),
             inc("a", json!({"id":"a","v":2})),
         ];
-        let h = hashes(&batch);
-        let p = plan(Kind::Employee, batch, h, &HashMap::new());
+        let p = plan(Kind::Employee, batch, &HashMap::new());
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].payload["v"], 2);
     }

@@ -24,9 +24,25 @@ struct MemStore {
     logs: Vec<(Level, String)>,
     stop_after_applies: Option<usize>,
     applies: usize,
+    /// Size of each applied batch, in order.
+    batch_sizes: Vec<(Kind, usize)>,
+    /// Every apply of employee records fails (a storage error).
+    fail_employee_applies: bool,
 }
 
 impl Store for MemStore {
+    fn changed(&mut self, kind: Kind, records: Vec<Incoming>) -> Result<Vec<Incoming>, String> {
+        Ok(records
+            .into_iter()
+            .filter(|r| {
+                self.versions
+                    .get(&(kind, r.employee_id.clone()))
+                    .and_then(|vs| vs.last())
+                    .is_none_or(|(_, hash, current)| !*current || *hash != r.content_hash)
+            })
+            .collect())
+    }
+
     fn apply(
         &mut self,
         kind: Kind,
@@ -34,7 +50,10 @@ impl Store for MemStore {
         _p: &Progress,
     ) -> Result<ApplyStats, String> {
         self.applies += 1;
-        let hashes = versions::hashes(&records);
+        self.batch_sizes.push((kind, records.len()));
+        if kind == Kind::Employee && self.fail_employee_applies {
+            return Err("storage unavailable".into());
+        }
         let mut existing = HashMap::new();
         for r in &records {
             if let Some(vs) = self.versions.get(&(kind, r.employee_id.clone())) {
@@ -51,7 +70,7 @@ impl Store for MemStore {
                 );
             }
         }
-        let plan = versions::plan(kind, records, hashes, &existing);
+        let plan = versions::plan(kind, records, &existing);
         let mut stats = ApplyStats::default();
         for v in plan {
             let vs = self
@@ -75,8 +94,11 @@ impl Store for MemStore {
         Ok(stats)
     }
 
-    fn delete_missing(&mut self, seen: &[String], _p: &Progress) -> Result<ApplyStats, String> {
-        let seen: std::collections::HashSet<&String> = seen.iter().collect();
+    fn delete_missing(
+        &mut self,
+        seen: &std::collections::HashSet<String>,
+        _p: &Progress,
+    ) -> Result<ApplyStats, String> {
         let mut stats = ApplyStats::default();
         for ((kind, id), vs) in self.versions.iter_mut() {
             let last = vs.last_mut().unwrap();
@@ -315,13 +337,118 @@ fn cancelling_stops_between_units_of_work() {
         stop_after_applies: Some(2),
         ..MemStore::default()
     };
-    let out = run_sync(&client(&sim, 0.0), &mut store, opts());
+    let opts = SyncOptions {
+        apply_batch: 50,
+        ..opts()
+    };
+    let out = run_sync(&client(&sim, 0.0), &mut store, opts);
     assert_eq!(out.status, FinalStatus::Cancelled);
     assert!(!out.snapshot_complete);
+    // At most one more batch of each kind: what was already fetched when the stop was seen.
     assert!(
-        store.applies <= 3,
+        store.applies <= 2 + 2,
         "{} applies after the stop",
         store.applies
     );
+    assert!(out.progress.api_requests < 300, "{:?}", out.progress);
     assert!(!store.changes.iter().any(|c| c.2 == "deleted"));
+}
+
+#[test]
+fn changed_records_from_many_pages_are_applied_in_one_transaction_per_kind() {
+    let sim = start(500, 0.0);
+    let mut store = MemStore::default();
+    // A deadline longer than the sync: batches are cut by size and by the end of the work only.
+    let opts = SyncOptions {
+        max_pending: Duration::from_secs(600),
+        ..opts()
+    };
+    let out = run_sync(&client(&sim, 0.0), &mut store, opts);
+    assert_eq!(out.status, FinalStatus::Completed, "{out:?}");
+    assert_eq!(out.progress.versions_written, 1000);
+    assert_eq!(
+        store.batch_sizes,
+        vec![(Kind::Employee, 500), (Kind::Employments, 500)],
+        "5 list pages and 500 histories, one batch per kind"
+    );
+
+    sim.advance_with(AdvanceOptions {
+        raises: Some(5),
+        ..AdvanceOptions::none()
+    });
+    store.batch_sizes.clear();
+    let out = run_sync(&client(&sim, 0.0), &mut store, opts);
+    assert_eq!(out.status, FinalStatus::Completed, "{out:?}");
+    let applied: usize = store.batch_sizes.iter().map(|b| b.1).sum();
+    assert!(
+        store.batch_sizes.len() <= 2 && applied == out.progress.versions_written as usize,
+        "only the changed records reach apply, batched: {:?}, {:?}",
+        store.batch_sizes,
+        out.progress
+    );
+    assert!(
+        (5..=10).contains(&applied),
+        "5 raises change 5 histories (and maybe their records): {applied}"
+    );
+}
+
+#[test]
+fn batches_are_cut_at_the_batch_size() {
+    let sim = start(500, 0.0);
+    let mut store = MemStore::default();
+    let opts = SyncOptions {
+        apply_batch: 120,
+        max_pending: Duration::from_secs(600),
+        ..opts()
+    };
+    let out = run_sync(&client(&sim, 0.0), &mut store, opts);
+    assert_eq!(out.status, FinalStatus::Completed, "{out:?}");
+    for kind in [Kind::Employee, Kind::Employments] {
+        let sizes: Vec<usize> = store
+            .batch_sizes
+            .iter()
+            .filter(|b| b.0 == kind)
+            .map(|b| b.1)
+            .collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 500, "{kind:?}: {sizes:?}");
+        // A list page (100 records) is added whole, so a batch can pass the size by a page.
+        assert!(
+            sizes.len() >= 3 && sizes.iter().all(|&n| n < 120 + 100),
+            "{kind:?}: {sizes:?}"
+        );
+    }
+}
+
+#[test]
+fn a_batch_that_cannot_be_applied_fails_its_pages_and_deletes_nobody() {
+    let sim = start(250, 0.0);
+    let mut store = MemStore::default();
+    run_sync(&client(&sim, 0.0), &mut store, opts());
+    sim.advance_with(AdvanceOptions {
+        removals: Some(2),
+        raises: Some(3),
+        ..AdvanceOptions::none()
+    });
+    store.fail_employee_applies = true;
+    let out = run_sync(&client(&sim, 0.0), &mut store, opts());
+    assert_eq!(out.status, FinalStatus::Partial, "{out:?}");
+    assert!(!out.snapshot_complete);
+    let err = out.error.unwrap();
+    assert!(
+        err.contains("could not be applied") && err.contains("storage unavailable"),
+        "{err}"
+    );
+    assert!(!store.changes.iter().any(|c| c.2 == "deleted"));
+
+    store.fail_employee_applies = false;
+    let out = run_sync(&client(&sim, 0.0), &mut store, opts());
+    assert_eq!(out.status, FinalStatus::Completed, "{out:?}");
+    assert_eq!(
+        store
+            .changes
+            .iter()
+            .filter(|c| c.2 == "deleted" && c.0 == Kind::Employee)
+            .count(),
+        2
+    );
 }
