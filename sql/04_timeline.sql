@@ -1,15 +1,8 @@
 -- Safe readers of API values: wrong types or malformed dates give NULL, never an error that
 -- would break a view for everyone.
 
-CREATE FUNCTION employes_sync_jdate(v jsonb) RETURNS date
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN CASE
-    WHEN jsonb_typeof(v) = 'string'
-     AND (v #>> '{}') ~ '^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])'
-     AND left(v #>> '{}', 10) <> '0001-01-01'
-    THEN left(v #>> '{}', 10)::date
-END;
-COMMENT ON FUNCTION employes_sync_jdate(jsonb) IS 'An Employes date (YYYY-MM-DDT00:00:00) as a date; NULL for null, the 0001-01-01 sentinel or anything malformed.';
+-- employes_sync_jdate(jsonb) is in Rust (src/api.rs).
+COMMENT ON FUNCTION employes_sync_jdate(jsonb) IS 'An Employes date (YYYY-MM-DDT00:00:00) as a date; NULL for null, the 0001-01-01 sentinel, impossible dates (2025-02-30) or anything malformed.';
 
 CREATE FUNCTION employes_sync_jnum(v jsonb) RETURNS numeric
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -45,30 +38,34 @@ AS $$
                             WHERE d.kind = 'employments' AND d.employee_id = i.employee_id
                             ORDER BY d.version DESC LIMIT 1) l
     ), employments AS (
-        SELECT l.employee_id, e.value AS item,
-               row_number() OVER (PARTITION BY l.employee_id
-                                  ORDER BY employes_sync_jdate(e.value -> 'start_date') NULLS LAST, e.value ->> 'id') AS n
-        FROM latest l
-        CROSS JOIN LATERAL jsonb_array_elements(
-            CASE WHEN jsonb_typeof(l.payload -> 'data') = 'array' THEN l.payload -> 'data' ELSE '[]'::jsonb END) e
-        WHERE jsonb_typeof(e.value) = 'object'
+        -- Dates are read once per item (sd, ed) and reused below.
+        SELECT x.employee_id, x.item, x.sd, x.ed,
+               row_number() OVER (PARTITION BY x.employee_id ORDER BY x.sd NULLS LAST, x.item ->> 'id') AS n
+        FROM (SELECT l.employee_id, e.value AS item, employes_sync_jdate(e.value -> 'start_date') AS sd,
+                     employes_sync_jdate(e.value -> 'end_date') AS ed
+              FROM latest l
+              CROSS JOIN LATERAL jsonb_array_elements(
+                  CASE WHEN jsonb_typeof(l.payload -> 'data') = 'array' THEN l.payload -> 'data' ELSE '[]'::jsonb END) e
+              WHERE jsonb_typeof(e.value) = 'object') x
     ), periods AS (
-        SELECT m.employee_id, coalesce(m.item ->> 'id', m.n::text) AS employment_id, a.kind, p.value AS period,
+        SELECT y.employee_id, y.employment_id, y.kind, y.period, y.sd, y.ed,
                row_number() OVER w AS k,
-               count(*) OVER (PARTITION BY m.employee_id, m.item ->> 'id', m.n, a.kind) AS cnt,
-               lag(p.value) OVER w AS prev
-        FROM employments m
-        CROSS JOIN LATERAL (VALUES ('salary'), ('hours'), ('contracts')) a (kind)
-        CROSS JOIN LATERAL jsonb_array_elements(
-            CASE WHEN jsonb_typeof(m.item -> a.kind) = 'array' THEN m.item -> a.kind ELSE '[]'::jsonb END) p
-        WHERE jsonb_typeof(p.value) = 'object'
-        WINDOW w AS (PARTITION BY m.employee_id, m.item ->> 'id', m.n, a.kind
-                     ORDER BY employes_sync_jdate(p.value -> 'start_date') NULLS FIRST, p.value ->> 'id')
+               count(*) OVER (PARTITION BY y.employee_id, y.item_id, y.n, y.kind) AS cnt,
+               lag(y.period) OVER w AS prev
+        FROM (SELECT m.employee_id, m.item ->> 'id' AS item_id, m.n, coalesce(m.item ->> 'id', m.n::text) AS employment_id,
+                     a.kind, p.value AS period, employes_sync_jdate(p.value -> 'start_date') AS sd,
+                     employes_sync_jdate(p.value -> 'end_date') AS ed
+              FROM employments m
+              CROSS JOIN LATERAL (VALUES ('salary'), ('hours'), ('contracts')) a (kind)
+              CROSS JOIN LATERAL jsonb_array_elements(
+                  CASE WHEN jsonb_typeof(m.item -> a.kind) = 'array' THEN m.item -> a.kind ELSE '[]'::jsonb END) p
+              WHERE jsonb_typeof(p.value) = 'object') y
+        WINDOW w AS (PARTITION BY y.employee_id, y.item_id, y.n, y.kind ORDER BY y.sd NULLS FIRST, y.period ->> 'id')
     )
     SELECT employee_id, event_date, event_type, title, details, event_key
     FROM (
         SELECT employee_id,
-               employes_sync_jdate(item -> 'start_date') AS event_date,
+               sd AS event_date,
                CASE WHEN n = 1 THEN 'hired' ELSE 'rehired' END AS event_type,
                CASE WHEN n = 1 THEN 'Hired' ELSE 'Rehired' END AS title,
                jsonb_build_object('employment_id', item -> 'id', 'start_date', item -> 'start_date',
@@ -76,14 +73,14 @@ AS $$
                'employment:' || coalesce(item ->> 'id', '') || ':' || n AS event_key
         FROM employments
         UNION ALL
-        SELECT employee_id, employes_sync_jdate(item -> 'end_date'), 'terminated', 'Employment ended',
+        SELECT employee_id, ed, 'terminated', 'Employment ended',
                jsonb_build_object('employment_id', item -> 'id', 'start_date', item -> 'start_date',
                                   'end_date', item -> 'end_date'),
                'employment-end:' || coalesce(item ->> 'id', '') || ':' || n
         FROM employments
-        WHERE employes_sync_jdate(item -> 'end_date') IS NOT NULL
+        WHERE ed IS NOT NULL
         UNION ALL
-        SELECT employee_id, employes_sync_jdate(period -> 'start_date'),
+        SELECT employee_id, sd,
                CASE WHEN k = 1 THEN 'contract_started' ELSE 'contract_renewed' END,
                CASE WHEN k = 1 THEN 'Contract started'
                     WHEN prev ->> 'contract_duration' IS DISTINCT FROM period ->> 'contract_duration'
@@ -96,14 +93,14 @@ AS $$
         FROM periods
         WHERE kind = 'contracts'
         UNION ALL
-        SELECT employee_id, employes_sync_jdate(period -> 'end_date'), 'contract_ended', 'Contract ended',
+        SELECT employee_id, ed, 'contract_ended', 'Contract ended',
                jsonb_build_object('contract_id', period -> 'id', 'contract_duration', period -> 'contract_duration',
                                   'end_date', period -> 'end_date'),
                'contract-end:' || employment_id || ':' || coalesce(period ->> 'id', '') || ':' || k
         FROM periods
-        WHERE kind = 'contracts' AND k = cnt AND employes_sync_jdate(period -> 'end_date') IS NOT NULL
+        WHERE kind = 'contracts' AND k = cnt AND ed IS NOT NULL
         UNION ALL
-        SELECT employee_id, employes_sync_jdate(period -> 'start_date'), 'salary_changed', 'Salary changed',
+        SELECT employee_id, sd, 'salary_changed', 'Salary changed',
                jsonb_build_object('old_month_wage', prev -> 'month_wage', 'new_month_wage', period -> 'month_wage',
                                   'amount', w.new - w.old,
                                   'percent', CASE WHEN w.old > 0 THEN round((w.new - w.old) / w.old * 100, 2) END,
@@ -117,7 +114,7 @@ AS $$
                                         ELSE employes_sync_jnum(period -> 'hour_wage') END AS new) w
         WHERE kind = 'salary' AND k > 1
         UNION ALL
-        SELECT employee_id, employes_sync_jdate(period -> 'start_date'), 'hours_changed', 'Hours changed',
+        SELECT employee_id, sd, 'hours_changed', 'Hours changed',
                jsonb_build_object('old_hours_per_week', prev -> 'hours_per_week', 'new_hours_per_week', period -> 'hours_per_week',
                                   'old_days_per_week', prev -> 'days_per_week', 'new_days_per_week', period -> 'days_per_week',
                                   'employee_type', period -> 'employee_type', 'hours_id', period -> 'id'),
@@ -156,14 +153,35 @@ DECLARE
 BEGIN
     -- Dynamic statements are planned for these ids every time: a plan cached while the tables
     -- were small (the first sync fills them) would scan everything for every batch.
-    EXECUTE 'DELETE FROM employes_timeline t WHERE t.employee_id = ANY ($1)' USING ids;
-    EXECUTE 'INSERT INTO employes_timeline SELECT * FROM employes_timeline_events($1)' USING ids;
+    -- Only what differs is written: events whose key is gone are deleted, new keys inserted,
+    -- changed ones updated, and identical rows (most of them: a raise adds one event to an
+    -- employee's history) are left alone. Deletes touch only keys absent from the new events and
+    -- the upsert only keys present, so the two parts never meet.
+    EXECUTE $q$
+        WITH ev AS MATERIALIZED (
+            SELECT * FROM employes_timeline_events($1)
+        ), gone AS (
+            DELETE FROM employes_timeline t
+             WHERE t.employee_id = ANY ($1)
+               AND NOT EXISTS (SELECT 1 FROM ev WHERE ev.employee_id = t.employee_id AND ev.event_type = t.event_type
+                                                  AND ev.event_key = t.event_key)
+        )
+        INSERT INTO employes_timeline AS t
+        SELECT * FROM ev
+         WHERE NOT EXISTS (SELECT 1 FROM employes_timeline o
+                            WHERE o.employee_id = ev.employee_id AND o.event_type = ev.event_type AND o.event_key = ev.event_key
+                              AND o.event_date = ev.event_date AND o.title = ev.title
+                              -- as text: 4003 and 4003.0 are equal jsonb, but a rebuild writes what the payload says
+                              AND o.details::text = ev.details::text)
+        ON CONFLICT (employee_id, event_type, event_key)
+        DO UPDATE SET event_date = excluded.event_date, title = excluded.title, details = excluded.details
+    $q$ USING ids;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
 $$;
 COMMENT ON FUNCTION employes_timeline_refresh(text[]) IS
-    'Recomputes the timeline rows of the given employees (all when NULL); returns the rows written. Syncs call it for the employees they changed.';
+    'Recomputes the timeline rows of the given employees (all when NULL) and writes only the differences; returns the rows inserted or updated. Syncs call it for the employees they changed.';
 
 CREATE UNIQUE INDEX employes_timeline_key ON employes_timeline (employee_id, event_type, event_key);
 CREATE INDEX employes_timeline_employee ON employes_timeline (employee_id, event_date);

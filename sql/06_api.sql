@@ -1,14 +1,8 @@
 -- The SQL API: trigger, wait, cancel, point-in-time reads. SECURITY DEFINER functions pin their
 -- search_path (pg_catalog first) so nothing planted in a caller's path can run in their place.
 
-CREATE FUNCTION employes_sync_worker_alive(pid integer) RETURNS boolean
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = $1 AND a.backend_type = 'employes_sync worker')
-$$;
 COMMENT ON FUNCTION employes_sync_worker_alive(integer) IS
-    'Whether a sync worker with this pid is running (connected workers show in pg_stat_activity).';
+    'Whether a sync worker with this pid is running (from the background-worker slots, as pg_stat_activity.backend_type shows it).';
 
 CREATE FUNCTION employes_sync_reap_stale() RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -17,7 +11,6 @@ AS $$
 DECLARE
     n integer;
 BEGIN
-    PERFORM pg_stat_clear_snapshot();
     WITH dead AS (
         UPDATE employes_sync_sessions s
            SET status = 'error', completed_at = clock_timestamp(), errors = s.errors + 1,
@@ -25,7 +18,7 @@ BEGIN
                               coalesce(s.worker_pid::text, 'none'), s.status)
          WHERE s.status IN ('queued', 'running')
            AND NOT employes_sync_worker_alive(s.worker_pid)
-           -- a worker shows in pg_stat_activity once connected: give a new one a moment
+           -- a queued session's worker is started by the trigger that queued it: give it a moment
            AND (s.status = 'running' OR s.created_at < clock_timestamp() - interval '10 seconds')
         RETURNING s.id, s.error)
     INSERT INTO employes_sync_logs (session_id, level, step, message)

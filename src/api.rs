@@ -11,3 +11,39 @@ use crate::worker;
 fn employes_sync_launch_worker(session_id: pgrx::Uuid, requested_xid: &str) -> Option<i32> {
     worker::launch(&session_id.to_string(), requested_xid)
 }
+
+/// Whether a sync worker with this pid is running. Asks the postmaster's background-worker
+/// slots (what `pg_stat_activity.backend_type` shows for workers) instead of building a
+/// statistics snapshot of every backend: the trigger's fast path calls it on every join, so it
+/// must cost microseconds, and it sees a worker from the moment it is started.
+#[pg_extern(volatile, parallel_safe, strict)]
+fn employes_sync_worker_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: reads the shared slot array under BackgroundWorkerLock; the returned pointer is
+    // to a static buffer valid until the next call in this backend, and is copied at once.
+    let kind = unsafe { pgrx::pg_sys::GetBackgroundWorkerTypeByPid(pid) };
+    !kind.is_null()
+        && unsafe { std::ffi::CStr::from_ptr(kind) }.to_bytes() == worker::WORKER_TYPE.as_bytes()
+}
+
+/// An Employes date (`YYYY-MM-DD`, then anything such as `T00:00:00`) as a date, read exactly as
+/// the sync reads effective dates (`classify::parse_api_date`); NULL for null, the `0001-01-01`
+/// sentinel, an impossible date such as 2025-02-30 and anything else. Never an error, so a bad
+/// value from the API cannot break a view. In Rust because the timeline calls it for every
+/// period: several times faster than the SQL expression it replaces.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn employes_sync_jdate(v: pgrx::JsonB) -> Option<pgrx::prelude::Date> {
+    use chrono::Datelike;
+    let d = employes_sync_core::classify::parse_api_date(&v.0)?;
+    // PostgreSQL has no year 0; four digits keep it below 10000.
+    if d.year() < 1 {
+        return None;
+    }
+    Some(pgrx::prelude::Date::new_unchecked(
+        d.year() as isize,
+        d.month() as u8,
+        d.day() as u8,
+    ))
+}

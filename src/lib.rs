@@ -26,7 +26,7 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/04_timeline.sql",
     name = "timeline",
-    requires = ["changes"]
+    requires = ["changes", api::employes_sync_jdate]
 );
 extension_sql_file!(
     "../sql/05_views.sql",
@@ -36,7 +36,11 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/06_api.sql",
     name = "api",
-    requires = ["views", api::employes_sync_launch_worker]
+    requires = [
+        "views",
+        api::employes_sync_launch_worker,
+        api::employes_sync_worker_alive
+    ]
 );
 extension_sql_file!(
     "../sql/07_scheduler.sql",
@@ -172,6 +176,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(got.as_deref(), Some("2025-07-01,2846.0"));
+        // Impossible or out-of-range dates are NULL, never an error that would break a view.
+        let got = Spi::get_one::<String>(
+            "SELECT concat_ws(',', employes_sync_jdate('\"2024-02-29T00:00:00\"'), employes_sync_jdate('\"2025-02-30T00:00:00\"'),
+                              employes_sync_jdate('\"0000-01-01\"'), employes_sync_jdate('\"9999-12-31\"'),
+                              employes_sync_jdate('\"2025-07-011\"'), employes_sync_jdate('\"2025-7-1\"'),
+                              employes_sync_jdate('{\"start_date\": \"2025-01-01\"}'), employes_sync_jdate(NULL),
+                              employes_sync_jdate('null'))",
+        )
+        .unwrap();
+        assert_eq!(got.as_deref(), Some("2024-02-29,9999-12-31"));
+    }
+
+    #[pg_test]
+    fn only_a_sync_worker_counts_as_alive() {
+        // This backend, the pg_cron launcher (a background worker of another type), a pid that
+        // does not exist and nonsense are all "not a sync worker".
+        let got = Spi::get_one::<String>(
+            "SELECT concat_ws(',', employes_sync_worker_alive(pg_backend_pid()),
+                              employes_sync_worker_alive((SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_cron launcher')),
+                              employes_sync_worker_alive(2147483647), employes_sync_worker_alive(0),
+                              employes_sync_worker_alive(-1), employes_sync_worker_alive(NULL) IS NULL)",
+        )
+        .unwrap();
+        assert_eq!(got.as_deref(), Some("false,false,false,false,false,true"));
     }
 
     #[pg_test]

@@ -214,8 +214,20 @@ fn detected_changes_equal_the_simulators_ground_truth() {
     };
     let incremental = timeline(&mut c);
     assert!(incremental.len() > 300, "{}", incremental.len());
-    c.batch_execute("SELECT employes_timeline_refresh()")
-        .unwrap();
+    // A full rebuild writes only differences: none.
+    let rewritten: i64 = c
+        .query_one("SELECT employes_timeline_refresh()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rewritten, 0, "a full rebuild found rows the syncs missed");
+    assert_eq!(timeline(&mut c), incremental);
+    // And from nothing, a rebuild writes every row, the same ones.
+    c.batch_execute("DELETE FROM employes_timeline").unwrap();
+    let written: i64 = c
+        .query_one("SELECT employes_timeline_refresh()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(written as usize, incremental.len());
     assert_eq!(timeline(&mut c), incremental);
 }
 
