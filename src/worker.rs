@@ -3,7 +3,7 @@
 //! thread, SIGTERM and cancellation checked between units of work, every failure recorded on the
 //! session row and in the log table rather than lost in a panic.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use pgrx::bgworkers::{
@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 use employes_sync_core::classify::{ChangeType, Kind};
 use employes_sync_core::client::Client;
 use employes_sync_core::sync::{
-    run_sync, ApplyStats, FinalStatus, Level, Outcome, Progress, StopReason, Store, SyncOptions,
+    run_sync, ApplyStats, FinalStatus, Level, Outcome, Progress, SeenIds, StopReason, Store,
+    SyncOptions,
 };
 use employes_sync_core::versions::{self, Existing, Incoming};
 
@@ -740,7 +741,7 @@ impl Store for SpiStore {
 
     fn delete_missing(
         &mut self,
-        seen: &HashSet<String>,
+        seen: &SeenIds,
         progress: &Progress,
     ) -> Result<ApplyStats, String> {
         // Usually nobody left: the cache knows without any SQL.

@@ -447,6 +447,27 @@ fn measured_sync(c: &mut Client) -> Measured {
             &[],
         )
         .unwrap();
+    if std::env::var_os("BENCH_TOP_SQL").is_some() {
+        // Where the database time went, for profiling: the ten costliest statements.
+        for r in c
+            .query(
+                "/* bench */ SELECT round((total_exec_time + total_plan_time)::numeric, 1)::text, calls, rows,
+                        left(regexp_replace(query, '\\s+', ' ', 'g'), 100)
+                   FROM pg_stat_statements WHERE query NOT LIKE '%/* bench */%'
+                  ORDER BY total_exec_time + total_plan_time DESC LIMIT 10",
+                &[],
+            )
+            .unwrap()
+        {
+            eprintln!(
+                "bench: sql {} ms, {} calls, {} rows: {}",
+                r.get::<_, String>(0),
+                r.get::<_, i64>(1),
+                r.get::<_, i64>(2),
+                r.get::<_, String>(3)
+            );
+        }
+    }
     let tck = clk_tck();
     Measured {
         status: row.get(0),
@@ -545,7 +566,7 @@ impl Store for NullStore {
     }
     fn delete_missing(
         &mut self,
-        _seen: &std::collections::HashSet<String>,
+        _seen: &employes_sync_core::sync::SeenIds,
         _p: &Progress,
     ) -> Result<ApplyStats, String> {
         Ok(ApplyStats::default())

@@ -32,6 +32,40 @@ pub struct Progress {
     pub deleted: u64,
 }
 
+/// The employee ids a list gave, kept as 64-bit keys: 8 bytes each whatever an id's length, so
+/// the set stays small for a large company. Two different ids sharing a key (about 1 in 10^9 at
+/// 100,000 employees) can only err on the safe side: the second looks like a duplicate (the
+/// snapshot counts as incomplete and nobody is deleted), or an employee who left is not marked
+/// deleted until a later sync.
+#[derive(Debug, Default)]
+pub struct SeenIds(HashSet<u64>);
+
+impl SeenIds {
+    fn key(id: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        id.hash(&mut h);
+        h.finish()
+    }
+
+    /// False when the id was already there.
+    pub fn insert(&mut self, id: &str) -> bool {
+        self.0.insert(Self::key(id))
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.0.contains(&Self::key(id))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// What one applied batch wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ApplyStats {
@@ -84,11 +118,8 @@ pub trait Store {
     ) -> Result<ApplyStats, String>;
     /// Marks every current record whose employee is not in `seen` deleted; returns how many
     /// employees (as `versions_written`) and the changes recorded.
-    fn delete_missing(
-        &mut self,
-        seen: &HashSet<String>,
-        progress: &Progress,
-    ) -> Result<ApplyStats, String>;
+    fn delete_missing(&mut self, seen: &SeenIds, progress: &Progress)
+        -> Result<ApplyStats, String>;
     fn progress(&mut self, progress: &Progress) -> Result<(), String>;
     fn log(&mut self, level: Level, step: &str, message: &str, details: Value);
     /// Polled between units of work.
@@ -378,7 +409,7 @@ struct Run<'a> {
     pages_ok: HashSet<u32>,
     pages_failed: u64,
     /// Every employee id the list gave (duplicates are refused).
-    seen: HashSet<String>,
+    seen: SeenIds,
     pending: Pending,
     snapshot_doubts: Vec<String>,
     fatal: Option<String>,
@@ -396,7 +427,7 @@ impl<'a> Run<'a> {
             progress: Progress::default(),
             pages_ok: HashSet::new(),
             pages_failed: 0,
-            seen: HashSet::new(),
+            seen: SeenIds::default(),
             pending: Pending::default(),
             snapshot_doubts: Vec::new(),
             fatal: None,
@@ -495,7 +526,7 @@ impl<'a> Run<'a> {
                 );
                 continue;
             };
-            if !self.seen.insert(id.clone()) {
+            if !self.seen.insert(&id) {
                 self.snapshot_doubts
                     .push(format!("employee {id} appears twice in the list"));
                 store.log(
