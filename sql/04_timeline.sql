@@ -134,9 +134,9 @@ AS $$
                                   'new', CASE WHEN c.change_type = 'status_change' THEN c.new_value END,
                                   'detected_at', c.detected_at, 'session_id', c.session_id, 'change_id', c.id),
                'change:' || c.id
-        FROM employes_changes c
-        WHERE c.employee_id = ANY (employee_ids)
-          AND c.kind = 'employee' AND c.change_type IN ('status_change', 'deleted', 'restored')
+        FROM (SELECT DISTINCT unnest(employee_ids) AS employee_id) i
+        JOIN employes_changes c ON c.employee_id = i.employee_id
+        WHERE c.kind = 'employee' AND c.change_type IN ('status_change', 'deleted', 'restored')
     ) events
     WHERE event_date IS NOT NULL
 $$;
@@ -161,10 +161,15 @@ BEGIN
         WITH ev AS MATERIALIZED (
             SELECT * FROM employes_timeline_events($1)
         ), gone AS (
+            -- One index probe per employee (OFFSET 0 keeps the probe: a join would scan the table).
             DELETE FROM employes_timeline t
-             WHERE t.employee_id = ANY ($1)
-               AND NOT EXISTS (SELECT 1 FROM ev WHERE ev.employee_id = t.employee_id AND ev.event_type = t.event_type
-                                                  AND ev.event_key = t.event_key)
+             WHERE t.ctid = ANY (ARRAY(
+                 SELECT o.ctid
+                   FROM (SELECT DISTINCT unnest($1) AS employee_id) i
+                  CROSS JOIN LATERAL (SELECT x.ctid, x.employee_id, x.event_type, x.event_key FROM employes_timeline x
+                                       WHERE x.employee_id = i.employee_id OFFSET 0) o
+                  WHERE NOT EXISTS (SELECT 1 FROM ev WHERE ev.employee_id = o.employee_id AND ev.event_type = o.event_type
+                                                       AND ev.event_key = o.event_key)))
         )
         INSERT INTO employes_timeline AS t
         SELECT * FROM ev

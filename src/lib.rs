@@ -190,16 +190,16 @@ mod tests {
 
     #[pg_test]
     fn only_a_sync_worker_counts_as_alive() {
-        // This backend, the pg_cron launcher (a background worker of another type), a pid that
-        // does not exist and nonsense are all "not a sync worker".
+        // This backend, the logical replication launcher (a background worker of another type),
+        // a pid that does not exist and nonsense are all "not a sync worker".
         let got = Spi::get_one::<String>(
             "SELECT concat_ws(',', employes_sync_worker_alive(pg_backend_pid()),
-                              employes_sync_worker_alive((SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_cron launcher')),
+                              employes_sync_worker_alive((SELECT pid FROM pg_stat_activity WHERE backend_type = 'logical replication launcher')),
                               employes_sync_worker_alive(2147483647), employes_sync_worker_alive(0),
                               employes_sync_worker_alive(-1), employes_sync_worker_alive(NULL) IS NULL)",
         )
         .unwrap();
-        assert_eq!(got.as_deref(), Some("false,false,false,false,false,true"));
+        assert_eq!(got.as_deref(), Some("f,f,f,f,f,t"));
     }
 
     #[pg_test]
