@@ -392,8 +392,18 @@ struct Measured {
     all_upd: i64,
 }
 
+/// Lets the server settle before a measured step, ours or dbt's: a checkpoint and a VACUUM
+/// ANALYZE of the whole database, so the maintenance the previous step caused (autovacuum of
+/// 200,000 fresh rows, a checkpoint) does not land inside the next step's timing on 2 cores.
+/// Syncs run hours apart in production, with autovacuum done in between.
+fn quiesce(c: &mut Client) {
+    c.batch_execute("/* bench */ CHECKPOINT").unwrap();
+    c.batch_execute("/* bench */ VACUUM ANALYZE").unwrap();
+}
+
 /// Triggers a sync, samples the worker while it runs, and collects its timings and writes.
 fn measured_sync(c: &mut Client) -> Measured {
+    quiesce(c);
     let before = tuples(c);
     c.batch_execute("SELECT pg_stat_statements_reset()")
         .unwrap();
@@ -839,9 +849,12 @@ fn peer_section(cluster: &Cluster, c: &mut Client, input: Option<PeerInput>) -> 
     c.batch_execute("DROP SCHEMA IF EXISTS bench_dbt CASCADE")
         .unwrap();
     let staged = stage(c, &input.before);
+    quiesce(c);
     let initial = dbt_snapshot(&dbt, cluster.port);
+    quiesce(c);
     let same = dbt_snapshot(&dbt, cluster.port);
     stage(c, &input.after);
+    quiesce(c);
     let changed_rows: i64 = {
         let one = dbt_snapshot(&dbt, cluster.port);
         let rows: i64 = c
