@@ -354,7 +354,7 @@ const CURSOR_CHUNK: i64 = 10_000;
 /// employee id, the first 128 bits of the SHA-256 and two flags. A record is taken as unchanged
 /// only if its key finds an entry with the same 128 bits; a wrong answer would need a 64-bit key
 /// collision between two records whose contents also share a 128-bit hash prefix.
-struct CurrentHashes(HashMap<u64, Entry, BuildKey>);
+struct CurrentHashes(HashMap<u64, Entry>);
 
 #[derive(Clone, Copy)]
 struct Entry {
@@ -363,34 +363,6 @@ struct Entry {
     loaded: bool,
     /// Its employee was in this sync's list.
     listed: bool,
-}
-
-/// The key is already a SipHash of the id: the map uses it as is.
-#[derive(Default, Clone, Copy)]
-struct BuildKey;
-
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl std::hash::Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-impl std::hash::BuildHasher for BuildKey {
-    type Hasher = KeyHasher;
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher::default()
-    }
 }
 
 impl CurrentHashes {
@@ -453,53 +425,56 @@ impl CurrentHashes {
         self.0.values().any(|e| e.loaded && !e.listed)
     }
 
-    /// Reads the current versions' hashes through a cursor, 10,000 rows at a time, freeing each
-    /// chunk before the next: the worker never holds the whole result set.
+    /// Reads the current versions' hashes (streamed: see `for_each_row`).
     fn load() -> Result<CurrentHashes, String> {
-        const CHUNK: i64 = CURSOR_CHUNK;
         let mut out = in_tx(|| {
-            let mut out = CurrentHashes(HashMap::with_hasher(BuildKey));
-            Spi::connect(|client| -> Result<(), String> {
-                let mut cursor = client.open_cursor(
-                    "SELECT kind, employee_id, content_hash FROM employes_raw_data WHERE valid_to IS NULL",
-                    &[],
-                );
-                loop {
-                    let mut n = 0;
-                    {
-                        let rows = cursor.fetch(CHUNK).map_err(spi_err)?;
-                        for row in rows {
-                            n += 1;
-                            let kind: String = row.get(1).map_err(spi_err)?.unwrap_or_default();
-                            let id: String = row.get(2).map_err(spi_err)?.unwrap_or_default();
-                            let hash: String = row.get(3).map_err(spi_err)?.unwrap_or_default();
-                            if let (Ok(kind), Some(hash)) =
-                                (kind.parse::<Kind>(), Self::prefix(&hash))
-                            {
-                                out.0.insert(
-                                    Self::key(kind, &id),
-                                    Entry {
-                                        hash,
-                                        loaded: true,
-                                        listed: false,
-                                    },
-                                );
-                            }
-                        }
+            let mut out = CurrentHashes(HashMap::new());
+            for_each_row(
+                "SELECT kind, employee_id, content_hash FROM employes_raw_data WHERE valid_to IS NULL",
+                |row| {
+                    let kind: String = row.get(1).map_err(spi_err)?.unwrap_or_default();
+                    let id: String = row.get(2).map_err(spi_err)?.unwrap_or_default();
+                    let hash: String = row.get(3).map_err(spi_err)?.unwrap_or_default();
+                    if let (Ok(kind), Some(hash)) = (kind.parse::<Kind>(), Self::prefix(&hash)) {
+                        let entry = Entry {
+                            hash,
+                            loaded: true,
+                            listed: false,
+                        };
+                        out.0.insert(Self::key(kind, &id), entry);
                     }
-                    // SAFETY: the chunk just read is no longer referenced; SPI would otherwise
-                    // keep every chunk until the connection ends.
-                    unsafe { pg_sys::SPI_freetuptable(pg_sys::SPI_tuptable) };
-                    if n < CHUNK {
-                        return Ok(());
-                    }
-                }
-            })?;
+                    Ok(())
+                },
+            )?;
             Ok(out)
         })?;
         out.0.shrink_to_fit();
         Ok(out)
     }
+}
+
+/// Runs `query` through a cursor, CURSOR_CHUNK rows per fetch, freeing each chunk before the
+/// next: a large result is never held whole by the worker. In the caller's transaction.
+fn for_each_row(
+    query: &str,
+    mut f: impl FnMut(pgrx::spi::SpiHeapTupleData<'_>) -> Result<(), String>,
+) -> Result<(), String> {
+    Spi::connect(|client| {
+        let mut cursor = client.open_cursor(query, &[]);
+        loop {
+            let mut n = 0;
+            for row in cursor.fetch(CURSOR_CHUNK).map_err(spi_err)? {
+                n += 1;
+                f(row)?;
+            }
+            // SAFETY: the chunk just read is no longer referenced; SPI would otherwise keep
+            // every chunk until the connection ends.
+            unsafe { pg_sys::SPI_freetuptable(pg_sys::SPI_tuptable) };
+            if n < CURSOR_CHUNK {
+                return Ok(());
+            }
+        }
+    })
 }
 
 const LOOKUP: &str = "
@@ -754,30 +729,16 @@ impl Store for SpiStore {
             // The current records' employees, streamed, against the listed ids: the ids that
             // left are few, so only they go back to SQL.
             let mut gone: Vec<String> = Vec::new();
-            Spi::connect(|client| -> Result<(), String> {
-                let mut cursor = client.open_cursor(
-                    "SELECT employee_id FROM employes_raw_data WHERE valid_to IS NULL",
-                    &[],
-                );
-                loop {
-                    let mut n = 0;
-                    {
-                        let rows = cursor.fetch(CURSOR_CHUNK).map_err(spi_err)?;
-                        for row in rows {
-                            n += 1;
-                            let id: String = row.get(1).map_err(spi_err)?.unwrap_or_default();
-                            if !seen.contains(&id) {
-                                gone.push(id);
-                            }
-                        }
+            for_each_row(
+                "SELECT employee_id FROM employes_raw_data WHERE valid_to IS NULL",
+                |row| {
+                    let id: String = row.get(1).map_err(spi_err)?.unwrap_or_default();
+                    if !seen.contains(&id) {
+                        gone.push(id);
                     }
-                    // SAFETY: as in CurrentHashes::load.
-                    unsafe { pg_sys::SPI_freetuptable(pg_sys::SPI_tuptable) };
-                    if n < CURSOR_CHUNK {
-                        return Ok(());
-                    }
-                }
-            })?;
+                    Ok(())
+                },
+            )?;
             gone.sort_unstable();
             gone.dedup();
             if gone.is_empty() {

@@ -479,18 +479,30 @@ fn wrongly_typed_values_are_kept_verbatim_and_break_nothing() {
         .position(|e| {
             e["record"]["employment"]["contract"]["hours_per_week"].is_number()
                 && e["record"]["status"] == "active"
+                && e["employments"].as_array().is_some_and(|items| {
+                    items
+                        .iter()
+                        .any(|it| it["hours"].as_array().is_some_and(|h| h.len() >= 2))
+                })
         })
         .unwrap();
     let id = employees[i]["record"]["id"].as_str().unwrap().to_string();
+    let hours_events = format!(
+        "SELECT count(*) FROM employes_timeline WHERE employee_id = '{id}' AND event_type = 'hours_changed'"
+    );
+    assert!(count(&mut c, &hours_events) > 0);
     let hours = employees[i]["record"]["employment"]["contract"]["hours_per_week"].clone();
     employees[i]["record"]["employment"]["contract"]["hours_per_week"] = json!(hours.to_string());
     employees[i]["record"]["yearly_wage"] = json!("lots");
     employees[i]["record"]["employment"]["salary"]["start_date"] = json!("yesterday");
+    // Dates of the right shape that do not exist: a date cast would raise an error in a view.
+    employees[i]["record"]["date_of_birth"] = json!("1990-02-30T00:00:00");
     if let Some(items) = employees[i]["employments"].as_array_mut() {
         for item in items {
             if let Some(periods) = item["hours"].as_array_mut() {
                 for p in periods {
                     p["hours_per_week"] = json!("many");
+                    p["start_date"] = json!("2025-02-31T00:00:00");
                 }
             }
         }
@@ -549,6 +561,15 @@ fn wrongly_typed_values_are_kept_verbatim_and_break_nothing() {
     count(&mut c, "SELECT count(*) FROM employes_timeline");
     count(&mut c, "SELECT count(*) FROM employes_current");
     count(&mut c, "SELECT count(*) FROM employes_recent_changes");
+    // The impossible dates read as NULL, and the periods that carry one give no event.
+    assert_eq!(
+        count(
+            &mut c,
+            &format!("SELECT count(*) FROM employes_current WHERE employee_id = '{id}' AND date_of_birth IS NULL")
+        ),
+        1
+    );
+    assert_eq!(count(&mut c, &hours_events), 0);
     assert_history_consistent(&mut c);
     let again = sync(&mut c);
     assert_eq!((again.versions_written, again.changes_detected), (0, 0));

@@ -221,6 +221,30 @@ fn detected_changes_equal_the_simulators_ground_truth() {
         .get(0);
     assert_eq!(rewritten, 0, "a full rebuild found rows the syncs missed");
     assert_eq!(timeline(&mut c), incremental);
+    // Rows gone, altered or stale for some employees: a refresh of those employees puts back
+    // exactly what a rebuild computes, deleting the stale ones.
+    let ids: Vec<String> = c
+        .query(
+            "SELECT DISTINCT employee_id FROM employes_timeline ORDER BY 1 LIMIT 5",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    c.execute(
+        "WITH d AS (DELETE FROM employes_timeline WHERE employee_id = $1 RETURNING 1),
+              u AS (UPDATE employes_timeline SET details = '{}', title = 'tampered' WHERE employee_id = $2 RETURNING 1)
+         INSERT INTO employes_timeline
+         SELECT employee_id, event_date, event_type, title, details, event_key || ':stale'
+           FROM employes_timeline WHERE employee_id = ANY ($3)",
+        &[&ids[0], &ids[1], &&ids[2..]],
+    )
+    .unwrap();
+    assert_ne!(timeline(&mut c), incremental);
+    c.execute("SELECT employes_timeline_refresh($1)", &[&ids])
+        .unwrap();
+    assert_eq!(timeline(&mut c), incremental);
     // And from nothing, a rebuild writes every row, the same ones.
     c.batch_execute("DELETE FROM employes_timeline").unwrap();
     let written: i64 = c
