@@ -24,6 +24,10 @@ CREATE UNIQUE INDEX employes_changes_unique
     ON employes_changes (coalesce(raw_to_id, 0), coalesce(raw_from_id, 0), kind, employee_id, field_path, change_type);
 CREATE INDEX employes_changes_detected_at ON employes_changes (detected_at DESC);
 CREATE INDEX employes_changes_employee ON employes_changes (employee_id, detected_at);
+-- The few changes the timeline shows as events (status changes, leaving, coming back): one small
+-- index, so a timeline refresh does not read every change of every employee it recomputes.
+CREATE INDEX employes_changes_timeline ON employes_changes (employee_id)
+    WHERE kind = 'employee' AND change_type IN ('status_change', 'deleted', 'restored');
 
 COMMENT ON TABLE employes_changes IS
     'One row per changed field per version transition, classified (salary_change, hours_change, contract_change, status_change, termination, hired, rehired, created, updated, deleted, restored).';

@@ -126,6 +126,32 @@ mod tests {
         .unwrap()
     }
 
+    #[pg_test]
+    fn current_hashes_are_read_from_the_index_alone() {
+        let s = session();
+        Spi::run(&format!(
+            "INSERT INTO employes_raw_data (kind, employee_id, payload, content_hash, version, valid_from, first_session_id)
+             SELECT 'employee', 'e' || i, '{{}}', repeat('a', 64), 1, now(), '{s}' FROM generate_series(1, 50) i"
+        ))
+        .unwrap();
+        // Whatever the planner prefers for 50 rows: the index alone must be able to answer.
+        Spi::run("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off").unwrap();
+        let plan: Vec<String> = Spi::connect(|c| {
+            c.select(
+                &format!("EXPLAIN (COSTS OFF) {}", crate::worker::HASH_LOAD),
+                None,
+                &[],
+            )
+            .unwrap()
+            .map(|r| r.get::<String>(1).unwrap().unwrap_or_default())
+            .collect()
+        });
+        assert!(
+            plan[0].contains("Index Only Scan using employes_raw_data_current"),
+            "{plan:?}"
+        );
+    }
+
     #[pg_test(
         error = "duplicate key value violates unique constraint \"employes_raw_data_current\""
     )]

@@ -3,6 +3,7 @@
 //! thread, SIGTERM and cancellation checked between units of work, every failure recorded on the
 //! session row and in the log table rather than lost in a panic.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -10,8 +11,9 @@ use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
 };
 use pgrx::datum::DatumWithOid;
-use pgrx::pg_sys;
+use pgrx::pg_sys::{self, PgOid};
 use pgrx::prelude::*;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
 use serde_json::{json, Value};
 
 use employes_sync_core::classify::{ChangeType, Kind};
@@ -146,6 +148,44 @@ fn in_tx<R>(
 
 fn spi_err(e: pgrx::spi::SpiError) -> String {
     e.to_string()
+}
+
+thread_local! {
+    /// The plans of the statements a sync runs many times, prepared on first use and kept for
+    /// the worker's life (SPI_keepplan: valid across its transactions, replanned by PostgreSQL
+    /// if a table they use changes).
+    static PLANS: RefCell<HashMap<&'static str, &'static OwnedPreparedStatement>> =
+        RefCell::new(HashMap::new());
+}
+
+/// The kept plan of `sql`, prepared the first time with the types of `args`.
+fn plan(
+    client: &SpiClient<'_>,
+    sql: &'static str,
+    args: &[DatumWithOid<'_>],
+) -> Result<&'static OwnedPreparedStatement, String> {
+    if let Some(p) = PLANS.with(|m| m.borrow().get(sql).copied()) {
+        return Ok(p);
+    }
+    let types: Vec<PgOid> = args.iter().map(|a| PgOid::from_untagged(a.oid())).collect();
+    let kept = client.prepare_mut(sql, &types).map_err(spi_err)?.keep();
+    // A handful of statements, each kept once for the worker's life.
+    let kept: &'static OwnedPreparedStatement = Box::leak(Box::new(kept));
+    PLANS.with(|m| m.borrow_mut().insert(sql, kept));
+    Ok(kept)
+}
+
+/// Runs `sql` through its kept plan, in the caller's transaction; `f` reads the result.
+fn exec<R>(
+    sql: &'static str,
+    args: &[DatumWithOid<'_>],
+    f: impl FnOnce(SpiTupleTable<'_>) -> Result<R, String>,
+) -> Result<R, String> {
+    Spi::connect_mut(|client| {
+        let kept = plan(client, sql, args)?;
+        let table = client.update(kept, None, args).map_err(spi_err)?;
+        f(table)
+    })
 }
 
 fn run(session: String, xid: String) {
@@ -298,8 +338,19 @@ fn wait_for_creator(session: &str, xid: &str) -> bool {
     }
 }
 
-const PROGRESS_SET: &str = "pages_total = $2, pages_done = $3, employees_total = $4, employees_done = $5, api_requests = $6,
-    retries = $7, versions_written = $8, changes_detected = $9, errors = $10, employees_deleted = $11, heartbeat_at = clock_timestamp()";
+/// The progress columns a worker keeps current ($1 = the session).
+macro_rules! progress_set {
+    () => {
+        "pages_total = $2, pages_done = $3, employees_total = $4, employees_done = $5, api_requests = $6,
+    retries = $7, versions_written = $8, changes_detected = $9, errors = $10, employees_deleted = $11, heartbeat_at = clock_timestamp()"
+    };
+}
+const PROGRESS_SET: &str = progress_set!();
+const PROGRESS: &str = concat!(
+    "UPDATE employes_sync_sessions SET ",
+    progress_set!(),
+    " WHERE id = $1::uuid"
+);
 
 fn clamp(v: u64) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)
@@ -322,11 +373,7 @@ fn progress_args<'a>(session: &str, p: &Progress) -> Vec<DatumWithOid<'a>> {
 }
 
 fn write_progress(session: &str, p: &Progress) -> Result<(), String> {
-    Spi::run_with_args(
-        &format!("UPDATE employes_sync_sessions SET {PROGRESS_SET} WHERE id = $1::uuid"),
-        &progress_args(session, p),
-    )
-    .map_err(spi_err)
+    exec(PROGRESS, &progress_args(session, p), |_| Ok(()))
 }
 
 struct SpiStore {
@@ -344,6 +391,10 @@ impl SpiStore {
         }
     }
 }
+
+/// The hashes of the current versions, in the order of `employes_raw_data_current`, which holds
+/// all three columns: an index-only scan, not a read of every payload.
+pub(crate) const HASH_LOAD: &str = "SELECT kind, employee_id, content_hash FROM employes_raw_data WHERE valid_to IS NULL ORDER BY kind, employee_id";
 
 /// Rows per fetch when the worker streams a large result.
 const CURSOR_CHUNK: i64 = 10_000;
@@ -429,23 +480,20 @@ impl CurrentHashes {
     fn load() -> Result<CurrentHashes, String> {
         let mut out = in_tx(|| {
             let mut out = CurrentHashes(HashMap::new());
-            for_each_row(
-                "SELECT kind, employee_id, content_hash FROM employes_raw_data WHERE valid_to IS NULL",
-                |row| {
-                    let kind: String = row.get(1).map_err(spi_err)?.unwrap_or_default();
-                    let id: String = row.get(2).map_err(spi_err)?.unwrap_or_default();
-                    let hash: String = row.get(3).map_err(spi_err)?.unwrap_or_default();
-                    if let (Ok(kind), Some(hash)) = (kind.parse::<Kind>(), Self::prefix(&hash)) {
-                        let entry = Entry {
-                            hash,
-                            loaded: true,
-                            listed: false,
-                        };
-                        out.0.insert(Self::key(kind, &id), entry);
-                    }
-                    Ok(())
-                },
-            )?;
+            for_each_row(HASH_LOAD, |row| {
+                let kind: String = row.get(1).map_err(spi_err)?.unwrap_or_default();
+                let id: String = row.get(2).map_err(spi_err)?.unwrap_or_default();
+                let hash: String = row.get(3).map_err(spi_err)?.unwrap_or_default();
+                if let (Ok(kind), Some(hash)) = (kind.parse::<Kind>(), Self::prefix(&hash)) {
+                    let entry = Entry {
+                        hash,
+                        loaded: true,
+                        listed: false,
+                    };
+                    out.0.insert(Self::key(kind, &id), entry);
+                }
+                Ok(())
+            })?;
             Ok(out)
         })?;
         out.0.shrink_to_fit();
@@ -535,11 +583,11 @@ fn refresh_timeline(mut ids: Vec<String>) -> Result<(), String> {
         return Ok(());
     }
     let t = Instant::now();
-    Spi::run_with_args(
+    exec(
         "SELECT employes_timeline_refresh($1::text[])",
         &[ids.into()],
-    )
-    .map_err(spi_err)?;
+        |_| Ok(()),
+    )?;
     TIMELINE_MS.fetch_add(
         t.elapsed().as_millis() as u64,
         std::sync::atomic::Ordering::Relaxed,
@@ -560,18 +608,8 @@ fn apply_batch(
     let hashes: Vec<String> = records.iter().map(|r| r.content_hash.clone()).collect();
     let session = session.to_owned();
     let mut existing: HashMap<String, Existing> = HashMap::new();
-    Spi::connect(|client| -> Result<(), String> {
-        let rows = client
-            .select(
-                LOOKUP,
-                None,
-                &[
-                    kind.as_str().into(),
-                    ids.clone().into(),
-                    hashes.clone().into(),
-                ],
-            )
-            .map_err(spi_err)?;
+    let args: [DatumWithOid; 3] = [kind.as_str().into(), ids.into(), hashes.into()];
+    exec(LOOKUP, &args, |rows| {
         for row in rows {
             let id: String = row.get(1).map_err(spi_err)?.unwrap_or_default();
             let payload: Option<String> = row.get(6).map_err(spi_err)?;
@@ -631,36 +669,28 @@ fn apply_batch(
             new_versions.push(json!({"employee_id": v.employee_id, "payload": v.payload, "content_hash": v.content_hash,
                                          "version": v.version, "ord": ord}));
         }
-        Spi::connect_mut(|client| -> Result<(), String> {
-            if !close.is_empty() {
-                let closed = client
-                    .update(CLOSE, None, &[close.clone().into(), session.clone().into()])
-                    .map_err(spi_err)?
-                    .len();
-                if closed != close.len() {
-                    return Err(format!("expected to close {} current versions, closed {closed}: modified concurrently", close.len()));
-                }
+        if !close.is_empty() {
+            let expected = close.len();
+            let closed = exec(CLOSE, &[close.into(), session.clone().into()], |t| {
+                Ok(t.len())
+            })?;
+            if closed != expected {
+                return Err(format!("expected to close {expected} current versions, closed {closed}: modified concurrently"));
             }
-            let row = client
-                .update(
-                    WRITE,
-                    Some(1),
-                    &[
-                        Value::Array(new_versions).to_string().into(),
-                        kind.as_str().into(),
-                        session.clone().into(),
-                        Value::Array(changes).to_string().into(),
-                    ],
-                )
-                .map_err(spi_err)?
-                .first();
-            let (v, c) = row.get_two::<i64, i64>().map_err(spi_err)?;
-            stats = ApplyStats {
-                versions_written: v.unwrap_or(0) as u64,
-                changes_detected: c.unwrap_or(0) as u64,
-            };
-            Ok(())
+        }
+        let args: [DatumWithOid; 4] = [
+            Value::Array(new_versions).to_string().into(),
+            kind.as_str().into(),
+            session.clone().into(),
+            Value::Array(changes).to_string().into(),
+        ];
+        let (v, c) = exec(WRITE, &args, |t| {
+            t.first().get_two::<i64, i64>().map_err(spi_err)
         })?;
+        stats = ApplyStats {
+            versions_written: v.unwrap_or(0) as u64,
+            changes_detected: c.unwrap_or(0) as u64,
+        };
     }
     refresh_timeline(timeline_ids)?;
     let mut p = progress.clone();
@@ -777,11 +807,11 @@ impl Store for SpiStore {
             details.to_string(),
         );
         let result = in_tx(move || {
-            Spi::run_with_args(
+            exec(
                 "INSERT INTO employes_sync_logs (session_id, level, step, message, details) VALUES ($1::uuid, $2, $3, $4, $5::jsonb)",
                 &[args.0.into(), args.1.into(), args.2.into(), args.3.into(), args.4.into()],
+                |_| Ok(()),
             )
-            .map_err(spi_err)
         });
         if let Err(e) = result {
             pgrx::log!("employes_sync worker: could not write a log line: {e}");
@@ -797,11 +827,11 @@ impl Store for SpiStore {
         }
         let session = self.session.clone();
         let cancelled = in_tx(move || {
-            Spi::get_one_with_args::<bool>(
+            exec(
                 "SELECT cancel_requested_at IS NOT NULL FROM employes_sync_sessions WHERE id = $1::uuid",
                 &[session.into()],
+                |t| t.first().get_one::<bool>().map_err(spi_err),
             )
-            .map_err(spi_err)
         });
         match cancelled {
             Ok(Some(true)) => Some(StopReason::Cancelled),
