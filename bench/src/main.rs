@@ -117,6 +117,17 @@ fn main() {
     if let Some(apply) = apply_only {
         let sizes = Sizes { apply, ..sizes };
         let (apply_md, peer_input, rss) = apply_section(&cluster, &mut c, &sizes);
+        if std::env::var_os("BENCH_HOLD").is_some() {
+            eprintln!(
+                "bench: HOLD port {} dir {}",
+                cluster.port,
+                cluster.dir.display()
+            );
+            println!("{apply_md}");
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
         let peer_md = peer_section(&cluster, &mut c, peer_input);
         println!("{out}{apply_md}{peer_md}{}", memory_section(&rss));
         return;
