@@ -24,10 +24,13 @@ CREATE TABLE employes_timeline (
     event_key   text NOT NULL
 );
 
+-- No Memoize: every payload and every employee id it would cache is read once, so it only hashed
+-- whole payloads for nothing (about 20% of the function's time; same rows either way).
 CREATE FUNCTION employes_timeline_events(employee_ids text[])
 RETURNS TABLE (employee_id text, event_date date, event_type text, title text, details jsonb, event_key text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, @extschema@, pg_temp
+SET enable_memoize = off
 AS $$
     WITH latest AS (
         -- One index probe per employee (version_unique: kind, employee_id, version), whatever
