@@ -401,29 +401,19 @@ const CURSOR_CHUNK: i64 = 10_000;
 
 /// The content hash of every current version, loaded once per sync so that comparing a fetched
 /// record costs no SQL (a re-sync of an unchanged company only reads). Compact, so the worker's
-/// memory stays small as the company grows: 32 bytes per record, a 64-bit key from kind and
-/// employee id, the first 128 bits of the SHA-256 and two flags. A record is taken as unchanged
-/// only if its key finds an entry with the same 128 bits; a wrong answer would need a 64-bit key
-/// collision between two records whose contents also share a 128-bit hash prefix.
-struct CurrentHashes(HashMap<u64, Entry>);
-
-#[derive(Clone, Copy)]
-struct Entry {
-    hash: [u8; 16],
-    /// Current when the sync started.
-    loaded: bool,
-    /// Its employee was in this sync's list.
-    listed: bool,
-}
+/// memory stays small as the company grows: per employee, the 64-bit key of its id (the driver's
+/// `SeenIds::key`, so the list of this sync can be checked against it directly) and the first
+/// 128 bits of the SHA-256 of each kind, about 24 bytes per record. A record is taken as
+/// unchanged only if its key finds the same 128 bits; a wrong answer would need a 64-bit key
+/// collision between two employees whose contents also share a 128-bit hash prefix.
+struct CurrentHashes(HashMap<u64, [Option<[u8; 16]>; 2]>);
 
 impl CurrentHashes {
-    fn key(kind: Kind, employee_id: &str) -> u64 {
-        use std::hash::{Hash, Hasher};
-        // Fixed keys: the same id gives the same key for the whole sync.
-        let mut h = std::hash::DefaultHasher::new();
-        kind.as_str().hash(&mut h);
-        employee_id.hash(&mut h);
-        h.finish()
+    fn slot(kind: Kind) -> usize {
+        match kind {
+            Kind::Employee => 0,
+            Kind::Employments => 1,
+        }
     }
 
     fn prefix(hex: &str) -> Option<[u8; 16]> {
@@ -438,42 +428,24 @@ impl CurrentHashes {
     }
 
     fn is_current(&self, kind: Kind, employee_id: &str, hash: &str) -> bool {
-        Self::prefix(hash).is_some_and(|p| {
-            self.0
-                .get(&Self::key(kind, employee_id))
-                .is_some_and(|e| e.hash == p)
-        })
+        let stored = self
+            .0
+            .get(&SeenIds::key(employee_id))
+            .and_then(|slots| slots[Self::slot(kind)]);
+        stored.is_some_and(|h| Self::prefix(hash) == Some(h))
     }
 
     /// A version written by this sync is now the current one.
     fn set(&mut self, kind: Kind, employee_id: &str, hash: &str) {
-        let key = Self::key(kind, employee_id);
-        match Self::prefix(hash) {
-            Some(p) => {
-                let e = self.0.entry(key).or_insert(Entry {
-                    hash: p,
-                    loaded: false,
-                    listed: true,
-                });
-                e.hash = p;
-            }
-            None => {
-                self.0.remove(&key);
-            }
-        }
+        self.0.entry(SeenIds::key(employee_id)).or_default()[Self::slot(kind)] = Self::prefix(hash);
     }
 
-    fn mark_listed(&mut self, employee_id: &str) {
-        for kind in [Kind::Employee, Kind::Employments] {
-            if let Some(e) = self.0.get_mut(&Self::key(kind, employee_id)) {
-                e.listed = true;
-            }
-        }
-    }
-
-    /// Whether some record current at the start belongs to an employee the list did not give.
-    fn any_unlisted(&self) -> bool {
-        self.0.values().any(|e| e.loaded && !e.listed)
+    /// Whether some employee with a current record is missing from this sync's list (every
+    /// record written by the sync is of a listed employee, so only the ones loaded can be).
+    fn any_unlisted(&self, seen: &SeenIds) -> bool {
+        self.0
+            .iter()
+            .any(|(key, slots)| slots.iter().any(Option::is_some) && !seen.contains_key(*key))
     }
 
     /// Reads the current versions' hashes (streamed: see `for_each_row`).
@@ -484,13 +456,8 @@ impl CurrentHashes {
                 let kind: String = row.get(1).map_err(spi_err)?.unwrap_or_default();
                 let id: String = row.get(2).map_err(spi_err)?.unwrap_or_default();
                 let hash: String = row.get(3).map_err(spi_err)?.unwrap_or_default();
-                if let (Ok(kind), Some(hash)) = (kind.parse::<Kind>(), Self::prefix(&hash)) {
-                    let entry = Entry {
-                        hash,
-                        loaded: true,
-                        listed: false,
-                    };
-                    out.0.insert(Self::key(kind, &id), entry);
+                if let Ok(kind) = kind.parse::<Kind>() {
+                    out.set(kind, &id, &hash);
                 }
                 Ok(())
             })?;
@@ -705,14 +672,7 @@ impl Store for SpiStore {
         if self.current.is_none() {
             self.current = Some(CurrentHashes::load()?);
         }
-        let current = self.current.as_mut().expect("loaded above");
-        if kind == Kind::Employee {
-            // Every listed employee passes here once: what is left unmarked at the end was
-            // current and is no longer listed.
-            for r in &records {
-                current.mark_listed(&r.employee_id);
-            }
-        }
+        let current = self.current.as_ref().expect("loaded above");
         Ok(records
             .into_iter()
             .filter(|r| !current.is_current(kind, &r.employee_id, &r.content_hash))
@@ -750,7 +710,7 @@ impl Store for SpiStore {
         progress: &Progress,
     ) -> Result<ApplyStats, String> {
         // Usually nobody left: the cache knows without any SQL.
-        if self.current.as_ref().is_some_and(|c| !c.any_unlisted()) {
+        if self.current.as_ref().is_some_and(|c| !c.any_unlisted(seen)) {
             return Ok(ApplyStats::default());
         }
         let session = self.session.clone();

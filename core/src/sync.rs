@@ -41,7 +41,9 @@ pub struct Progress {
 pub struct SeenIds(HashSet<u64>);
 
 impl SeenIds {
-    fn key(id: &str) -> u64 {
+    /// The 64-bit key of an id (fixed for the whole process, so a store can key its own
+    /// per-employee data the same way and ask `contains_key`).
+    pub fn key(id: &str) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::hash::DefaultHasher::new();
         id.hash(&mut h);
@@ -54,7 +56,11 @@ impl SeenIds {
     }
 
     pub fn contains(&self, id: &str) -> bool {
-        self.0.contains(&Self::key(id))
+        self.contains_key(Self::key(id))
+    }
+
+    pub fn contains_key(&self, key: u64) -> bool {
+        self.0.contains(&key)
     }
 
     pub fn len(&self) -> usize {
