@@ -150,6 +150,15 @@ fn start(employees: usize, rps: f64) -> Sim {
     .unwrap()
 }
 
+/// A simulator of `employees` and a store that has synced it once, completely.
+fn synced(employees: usize) -> (Sim, MemStore) {
+    let sim = start(employees, 0.0);
+    let mut store = MemStore::default();
+    let out = run_sync(&client(&sim, 0.0), &mut store, opts());
+    assert_eq!(out.status, FinalStatus::Completed, "first sync: {out:?}");
+    (sim, store)
+}
+
 fn opts() -> SyncOptions {
     SyncOptions {
         stop_poll: Duration::from_millis(20),
@@ -266,9 +275,7 @@ fn unauthorized_stops_the_sync_at_once() {
 
 #[test]
 fn an_incomplete_snapshot_deletes_nobody() {
-    let sim = start(150, 0.0);
-    let mut store = MemStore::default();
-    run_sync(&client(&sim, 0.0), &mut store, opts());
+    let (sim, mut store) = synced(150);
     sim.advance_with(AdvanceOptions {
         removals: Some(3),
         ..AdvanceOptions::none()
@@ -305,9 +312,7 @@ fn an_incomplete_snapshot_deletes_nobody() {
 
 #[test]
 fn a_lying_total_or_duplicate_ids_make_the_snapshot_incomplete() {
-    let sim = start(30, 0.0);
-    let mut store = MemStore::default();
-    run_sync(&client(&sim, 0.0), &mut store, opts());
+    let (sim, mut store) = synced(30);
     sim.set_faults(vec![FaultRule {
         endpoint: Endpoint::List,
         page: Some(1),
@@ -417,9 +422,7 @@ fn batches_are_cut_at_the_batch_size() {
 
 #[test]
 fn a_batch_that_cannot_be_applied_fails_its_pages_and_deletes_nobody() {
-    let sim = start(250, 0.0);
-    let mut store = MemStore::default();
-    run_sync(&client(&sim, 0.0), &mut store, opts());
+    let (sim, mut store) = synced(250);
     sim.advance_with(AdvanceOptions {
         removals: Some(2),
         raises: Some(3),
