@@ -8,6 +8,8 @@ CREATE FUNCTION employes_sync_jnum(v jsonb) RETURNS numeric
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN CASE WHEN jsonb_typeof(v) = 'number' THEN (v #>> '{}')::numeric END;
 COMMENT ON FUNCTION employes_sync_jnum(jsonb) IS 'A JSON number as numeric; NULL for anything else.';
+COMMENT ON FUNCTION employes_sync_employment_events(text) IS
+    'The timeline events (hired, rehired, terminated, contract started/renewed/ended, salary and hours changed) of one /employments payload given as text; details copy its values as written, old_wage/new_wage are the wages a salary event compares.';
 
 -- One row per event in an employee's working life: from the history periods of the latest
 -- /employments version and from detected changes. Maintained incrementally: each sync
@@ -24,124 +26,48 @@ CREATE TABLE employes_timeline (
     event_key   text NOT NULL
 );
 
--- No Memoize: every payload and every employee id it would cache is read once, so it only hashed
--- whole payloads for nothing (about 20% of the function's time; same rows either way).
+-- Employment events (hired to hours changed) come from employes_sync_employment_events, in Rust
+-- (src/api.rs, rules in core/src/timeline.rs): it reads each payload's text once and copies
+-- values into details as written. Wage arithmetic stays in numeric here. Status changes,
+-- leaving and coming back come from detected changes.
 CREATE FUNCTION employes_timeline_events(employee_ids text[])
 RETURNS TABLE (employee_id text, event_date date, event_type text, title text, details jsonb, event_key text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, @extschema@, pg_temp
+-- No Memoize: it would hash every whole payload to cache its events, and each is read once.
 SET enable_memoize = off
 AS $$
-    WITH latest AS (
-        -- One index probe per employee (version_unique: kind, employee_id, version), whatever
-        -- the planner believes about the table's size.
-        SELECT l.employee_id, l.payload
-        FROM (SELECT DISTINCT unnest(employee_ids) AS employee_id) i
-        CROSS JOIN LATERAL (SELECT d.employee_id, d.payload FROM employes_raw_data d
-                            WHERE d.kind = 'employments' AND d.employee_id = i.employee_id
-                            ORDER BY d.version DESC LIMIT 1) l
-    ), employments AS (
-        -- Dates are read once per item (sd, ed) and reused below.
-        SELECT x.employee_id, x.item, x.sd, x.ed,
-               row_number() OVER (PARTITION BY x.employee_id ORDER BY x.sd NULLS LAST, x.item ->> 'id') AS n
-        FROM (SELECT l.employee_id, e.value AS item, employes_sync_jdate(e.value -> 'start_date') AS sd,
-                     employes_sync_jdate(e.value -> 'end_date') AS ed
-              FROM latest l
-              CROSS JOIN LATERAL jsonb_array_elements(
-                  CASE WHEN jsonb_typeof(l.payload -> 'data') = 'array' THEN l.payload -> 'data' ELSE '[]'::jsonb END) e
-              WHERE jsonb_typeof(e.value) = 'object') x
-    ), periods AS (
-        SELECT y.employee_id, y.employment_id, y.kind, y.period, y.sd, y.ed,
-               row_number() OVER w AS k,
-               count(*) OVER (PARTITION BY y.employee_id, y.item_id, y.n, y.kind) AS cnt,
-               lag(y.period) OVER w AS prev
-        FROM (SELECT m.employee_id, m.item ->> 'id' AS item_id, m.n, coalesce(m.item ->> 'id', m.n::text) AS employment_id,
-                     a.kind, p.value AS period, employes_sync_jdate(p.value -> 'start_date') AS sd,
-                     employes_sync_jdate(p.value -> 'end_date') AS ed
-              FROM employments m
-              CROSS JOIN LATERAL (VALUES ('salary'), ('hours'), ('contracts')) a (kind)
-              CROSS JOIN LATERAL jsonb_array_elements(
-                  CASE WHEN jsonb_typeof(m.item -> a.kind) = 'array' THEN m.item -> a.kind ELSE '[]'::jsonb END) p
-              WHERE jsonb_typeof(p.value) = 'object') y
-        WINDOW w AS (PARTITION BY y.employee_id, y.item_id, y.n, y.kind ORDER BY y.sd NULLS FIRST, y.period ->> 'id')
-    )
-    SELECT employee_id, event_date, event_type, title, details, event_key
-    FROM (
-        SELECT employee_id,
-               sd AS event_date,
-               CASE WHEN n = 1 THEN 'hired' ELSE 'rehired' END AS event_type,
-               CASE WHEN n = 1 THEN 'Hired' ELSE 'Rehired' END AS title,
-               jsonb_build_object('employment_id', item -> 'id', 'start_date', item -> 'start_date',
-                                  'end_date', item -> 'end_date') AS details,
-               'employment:' || coalesce(item ->> 'id', '') || ':' || n AS event_key
-        FROM employments
-        UNION ALL
-        SELECT employee_id, ed, 'terminated', 'Employment ended',
-               jsonb_build_object('employment_id', item -> 'id', 'start_date', item -> 'start_date',
-                                  'end_date', item -> 'end_date'),
-               'employment-end:' || coalesce(item ->> 'id', '') || ':' || n
-        FROM employments
-        WHERE ed IS NOT NULL
-        UNION ALL
-        SELECT employee_id, sd,
-               CASE WHEN k = 1 THEN 'contract_started' ELSE 'contract_renewed' END,
-               CASE WHEN k = 1 THEN 'Contract started'
-                    WHEN prev ->> 'contract_duration' IS DISTINCT FROM period ->> 'contract_duration'
-                    THEN 'Contract changed to ' || coalesce(period ->> 'contract_duration', 'unknown')
-                    ELSE 'Contract renewed' END,
-               jsonb_build_object('contract_id', period -> 'id', 'contract_duration', period -> 'contract_duration',
-                                  'previous_contract_duration', prev -> 'contract_duration',
-                                  'start_date', period -> 'start_date', 'end_date', period -> 'end_date'),
-               'contract:' || employment_id || ':' || coalesce(period ->> 'id', '') || ':' || k
-        FROM periods
-        WHERE kind = 'contracts'
-        UNION ALL
-        SELECT employee_id, ed, 'contract_ended', 'Contract ended',
-               jsonb_build_object('contract_id', period -> 'id', 'contract_duration', period -> 'contract_duration',
-                                  'end_date', period -> 'end_date'),
-               'contract-end:' || employment_id || ':' || coalesce(period ->> 'id', '') || ':' || k
-        FROM periods
-        WHERE kind = 'contracts' AND k = cnt AND ed IS NOT NULL
-        UNION ALL
-        SELECT employee_id, sd, 'salary_changed', 'Salary changed',
-               jsonb_build_object('old_month_wage', prev -> 'month_wage', 'new_month_wage', period -> 'month_wage',
-                                  'amount', w.new - w.old,
-                                  'percent', CASE WHEN w.old > 0 THEN round((w.new - w.old) / w.old * 100, 2) END,
-                                  'old_hour_wage', prev -> 'hour_wage', 'new_hour_wage', period -> 'hour_wage',
-                                  'salary_id', period -> 'id'),
-               'salary:' || employment_id || ':' || coalesce(period ->> 'id', '') || ':' || k
-        FROM periods
-        CROSS JOIN LATERAL (SELECT coalesce(employes_sync_jnum(prev -> 'month_wage'), employes_sync_jnum(prev -> 'hour_wage')) AS old,
-                                   CASE WHEN employes_sync_jnum(prev -> 'month_wage') IS NOT NULL
-                                        THEN employes_sync_jnum(period -> 'month_wage')
-                                        ELSE employes_sync_jnum(period -> 'hour_wage') END AS new) w
-        WHERE kind = 'salary' AND k > 1
-        UNION ALL
-        SELECT employee_id, sd, 'hours_changed', 'Hours changed',
-               jsonb_build_object('old_hours_per_week', prev -> 'hours_per_week', 'new_hours_per_week', period -> 'hours_per_week',
-                                  'old_days_per_week', prev -> 'days_per_week', 'new_days_per_week', period -> 'days_per_week',
-                                  'employee_type', period -> 'employee_type', 'hours_id', period -> 'id'),
-               'hours:' || employment_id || ':' || coalesce(period ->> 'id', '') || ':' || k
-        FROM periods
-        WHERE kind = 'hours' AND k > 1
-        UNION ALL
-        SELECT c.employee_id,
-               coalesce(c.effective_date, (c.detected_at AT TIME ZONE 'UTC')::date),
-               CASE c.change_type WHEN 'status_change' THEN 'status_changed' WHEN 'deleted' THEN 'left' ELSE 'restored' END,
-               CASE c.change_type
-                   WHEN 'status_change' THEN 'Status changed from ' || coalesce(c.old_value #>> '{}', 'none')
-                                             || ' to ' || coalesce(c.new_value #>> '{}', 'none')
-                   WHEN 'deleted' THEN 'Left (no longer listed by Employes)'
-                   ELSE 'Restored (listed by Employes again)' END,
-               jsonb_build_object('old', CASE WHEN c.change_type = 'status_change' THEN c.old_value END,
-                                  'new', CASE WHEN c.change_type = 'status_change' THEN c.new_value END,
-                                  'detected_at', c.detected_at, 'session_id', c.session_id, 'change_id', c.id),
-               'change:' || c.id
-        FROM (SELECT DISTINCT unnest(employee_ids) AS employee_id) i
-        JOIN employes_changes c ON c.employee_id = i.employee_id
-        WHERE c.kind = 'employee' AND c.change_type IN ('status_change', 'deleted', 'restored')
-    ) events
-    WHERE event_date IS NOT NULL
+    SELECT l.employee_id, e.event_date, e.event_type, e.title,
+           CASE WHEN e.event_type = 'salary_changed'
+                THEN e.details::jsonb || jsonb_build_object(
+                         'amount', w.new - w.old,
+                         'percent', CASE WHEN w.old > 0 THEN round((w.new - w.old) / w.old * 100, 2) END)
+                ELSE e.details::jsonb END,
+           e.event_key
+    -- One index probe per employee (version_unique: kind, employee_id, version), whatever the
+    -- planner believes about the table's size.
+    FROM (SELECT DISTINCT unnest(employee_ids) AS employee_id) i
+    CROSS JOIN LATERAL (SELECT d.employee_id, d.payload FROM employes_raw_data d
+                        WHERE d.kind = 'employments' AND d.employee_id = i.employee_id
+                        ORDER BY d.version DESC LIMIT 1) l
+    CROSS JOIN LATERAL employes_sync_employment_events(l.payload::text) e
+    CROSS JOIN LATERAL (SELECT e.old_wage::numeric AS old, e.new_wage::numeric AS new) w
+    UNION ALL
+    SELECT c.employee_id,
+           coalesce(c.effective_date, (c.detected_at AT TIME ZONE 'UTC')::date),
+           CASE c.change_type WHEN 'status_change' THEN 'status_changed' WHEN 'deleted' THEN 'left' ELSE 'restored' END,
+           CASE c.change_type
+               WHEN 'status_change' THEN 'Status changed from ' || coalesce(c.old_value #>> '{}', 'none')
+                                         || ' to ' || coalesce(c.new_value #>> '{}', 'none')
+               WHEN 'deleted' THEN 'Left (no longer listed by Employes)'
+               ELSE 'Restored (listed by Employes again)' END,
+           jsonb_build_object('old', CASE WHEN c.change_type = 'status_change' THEN c.old_value END,
+                              'new', CASE WHEN c.change_type = 'status_change' THEN c.new_value END,
+                              'detected_at', c.detected_at, 'session_id', c.session_id, 'change_id', c.id),
+           'change:' || c.id
+    FROM (SELECT DISTINCT unnest(employee_ids) AS employee_id) i
+    JOIN employes_changes c ON c.employee_id = i.employee_id
+    WHERE c.kind = 'employee' AND c.change_type IN ('status_change', 'deleted', 'restored')
 $$;
 COMMENT ON FUNCTION employes_timeline_events(text[]) IS
     'Computes the timeline events of the given employees from their latest /employments version and their detected changes.';

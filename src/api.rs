@@ -47,3 +47,54 @@ fn employes_sync_jdate(v: pgrx::JsonB) -> Option<pgrx::prelude::Date> {
         d.day() as u8,
     ))
 }
+
+/// The timeline events of one `/employments` payload, from its text (`payload::text`), so that
+/// `details` keeps every value exactly as the payload writes it (see
+/// `employes_sync_core::timeline` for the rules). Salary events carry the old and new wage as
+/// numeric text; `employes_timeline_events` computes `amount` and `percent` from them in
+/// `numeric`. Pure: reads nothing but its argument.
+#[pg_extern(immutable, parallel_safe, strict)]
+#[allow(clippy::type_complexity)]
+fn employes_sync_employment_events(
+    payload: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(event_date, Date),
+        name!(event_type, String),
+        name!(title, String),
+        name!(details, String),
+        name!(event_key, String),
+        name!(old_wage, Option<String>),
+        name!(new_wage, Option<String>),
+    ),
+> {
+    use chrono::Datelike;
+    let events = match employes_sync_core::timeline::employment_events(payload) {
+        Ok(events) => events,
+        Err(e) => {
+            pgrx::ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
+                format!("employes_sync_employment_events: the payload is {e}"),
+                "It takes the text of an /employments payload, such as payload::text of a stored version."
+            );
+        }
+    };
+    TableIterator::new(events.into_iter().map(|e| {
+        (
+            // The core only gives dates with years 1 to 9999.
+            Date::new_unchecked(
+                e.event_date.year() as isize,
+                e.event_date.month() as u8,
+                e.event_date.day() as u8,
+            ),
+            e.event_type.to_string(),
+            e.title,
+            e.details,
+            e.event_key,
+            e.old_wage,
+            e.new_wage,
+        )
+    }))
+}

@@ -26,7 +26,11 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/04_timeline.sql",
     name = "timeline",
-    requires = ["changes", api::employes_sync_jdate]
+    requires = [
+        "changes",
+        api::employes_sync_jdate,
+        api::employes_sync_employment_events
+    ]
 );
 extension_sql_file!(
     "../sql/05_views.sql",
@@ -182,6 +186,41 @@ mod tests {
             ))
             .unwrap();
         }
+    }
+
+    #[pg_test]
+    fn timeline_events_keep_payload_values_and_compute_wages_in_numeric() {
+        let s = session();
+        // Version 2 is the latest: only it counts. Wages written with trailing zeros.
+        for (v, wage) in [(1, "1000"), (2, "2900.00")] {
+            Spi::run(&format!(
+                r#"INSERT INTO employes_raw_data (kind, employee_id, payload, content_hash, version, valid_from, valid_to, first_session_id)
+                   VALUES ('employments', 'e1', '{{"data": [{{"id": "m1", "start_date": "2019-05-01T00:00:00",
+                       "salary": [{{"id": "s1", "start_date": "2019-05-01T00:00:00", "month_wage": 2846.50}},
+                                  {{"id": "s2", "start_date": "2021-01-01T00:00:00", "month_wage": {wage}}}]}}]}}',
+                           repeat('a', 64), {v}, now(), CASE WHEN {v} = 1 THEN now() END, '{s}')"#
+            ))
+            .unwrap();
+        }
+        let got = Spi::get_one::<String>(
+            "SELECT string_agg(concat_ws(' | ', event_date, event_type, title, details::text, event_key), E'\n'
+                               ORDER BY event_date, event_type)
+               FROM employes_timeline_events(ARRAY['e1', 'e1', 'nobody'])",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            got,
+            "2019-05-01 | hired | Hired | {\"end_date\": null, \"start_date\": \"2019-05-01T00:00:00\", \"employment_id\": \"m1\"} | employment:m1:1\n\
+             2021-01-01 | salary_changed | Salary changed | {\"amount\": 53.50, \"percent\": 1.88, \"salary_id\": \"s2\", \"new_hour_wage\": null, \"old_hour_wage\": null, \"new_month_wage\": 2900.00, \"old_month_wage\": 2846.50} | salary:m1:s2:2"
+        );
+    }
+
+    #[pg_test(
+        error = "employes_sync_employment_events: the payload is not valid JSON at byte 10: expected a value"
+    )]
+    fn employment_events_reject_text_that_is_not_json() {
+        Spi::run("SELECT * FROM employes_sync_employment_events('{\"data\": [}')").unwrap();
     }
 
     #[pg_test(

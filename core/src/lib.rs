@@ -9,4 +9,5 @@ pub mod cron;
 pub mod diff;
 pub mod shape;
 pub mod sync;
+pub mod timeline;
 pub mod versions;
