@@ -488,8 +488,14 @@ impl<'a> Json<'a> {
         match inner.len().cmp(&key.len()) {
             Ordering::Less => false,
             Ordering::Equal => inner == key,
-            Ordering::Greater => inner.contains('\\') && unescape(lit) == key,
+            Ordering::Greater => inner.contains('\\') && self.key() == key,
         }
+    }
+
+    /// Its key, unescaped, when it is an object member.
+    fn key(&self) -> Cow<'a, str> {
+        let (start, end) = self.node().key;
+        unescape(&self.doc.text[start as usize..end as usize])
     }
 
     /// `->>`: strings unescaped, `null` as `None`, anything else as written.
@@ -888,6 +894,135 @@ mod tests {
             "{} x",
         ] {
             assert!(employment_events(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    /// A small deterministic generator (xorshift), so the randomized tests below are repeatable.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        fn string(&mut self) -> String {
+            const CHARS: &[char] = &[
+                'a', 'Z', '0', ' ', '"', '\\', '/', '\n', '\u{1}', 'é', '€', '😀', '-', ':',
+            ];
+            (0..self.below(6))
+                .map(|_| CHARS[self.below(CHARS.len() as u64) as usize])
+                .collect()
+        }
+
+        fn value(&mut self, depth: u32) -> serde_json::Value {
+            use serde_json::{json, Map, Value};
+            match self.below(if depth > 4 { 5 } else { 7 }) {
+                0 => Value::Null,
+                1 => Value::Bool(self.below(2) == 1),
+                2 => json!(self.next() as i64 >> self.below(60)),
+                3 => json!((self.next() >> 11) as f64 / 1e4 - 4e11),
+                4 => Value::String(self.string()),
+                5 => Value::Array((0..self.below(4)).map(|_| self.value(depth + 1)).collect()),
+                _ => {
+                    let mut m = Map::new();
+                    for _ in 0..self.below(4) {
+                        m.insert(self.string(), self.value(depth + 1));
+                    }
+                    Value::Object(m)
+                }
+            }
+        }
+    }
+
+    /// Checks a parsed value against what serde_json reads from the same text.
+    fn same(j: Json, v: &serde_json::Value) {
+        use serde_json::Value;
+        assert_eq!(&serde_json::from_str::<Value>(j.raw()).unwrap(), v);
+        match v {
+            Value::String(s) => assert_eq!(j.text().as_deref(), Some(s.as_str())),
+            Value::Null => assert_eq!(j.text(), None),
+            Value::Array(items) => {
+                let got: Vec<Json> = j.elements().collect();
+                assert_eq!(got.len(), items.len());
+                for (g, item) in got.into_iter().zip(items) {
+                    same(g, item);
+                }
+            }
+            Value::Object(m) => {
+                assert_eq!(j.children().count(), m.len());
+                for (k, item) in m {
+                    // Keys with a backslash are looked up by their unescaped text too.
+                    let member = j.children().find(|c| c.key() == *k).expect("key present");
+                    same(member, item);
+                    if !k.contains('\\') {
+                        assert!(j.get(k).is_some());
+                    }
+                }
+            }
+            _ => assert_eq!(j.text().as_deref(), Some(j.raw())),
+        }
+    }
+
+    #[test]
+    fn reads_any_json_as_serde_json_does() {
+        let mut g = Gen(0x9E37_79B9_7F4A_7C15);
+        for i in 0..3000 {
+            let v = g.value(0);
+            // Compact and pretty text, and PostgreSQL's jsonb spacing, all read the same.
+            let text = match i % 3 {
+                0 => v.to_string(),
+                1 => serde_json::to_string_pretty(&v).unwrap(),
+                _ => v.to_string().replace(',', ", ").replace(':', ": "),
+            };
+            let Ok(reparsed) = serde_json::from_str::<serde_json::Value>(&text) else {
+                continue; // the naive spacing can land inside a string
+            };
+            let doc = Doc::parse(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            same(doc.root(), &reparsed);
+        }
+    }
+
+    #[test]
+    fn damaged_json_never_panics_and_is_rejected_when_serde_json_rejects_it() {
+        let mut g = Gen(0x2545_F491_4F6C_DD1D);
+        for _ in 0..5000 {
+            let mut bytes = g.value(0).to_string().into_bytes();
+            for _ in 0..=g.below(3) {
+                if bytes.is_empty() {
+                    break;
+                }
+                let at = g.below(bytes.len() as u64) as usize;
+                match g.below(3) {
+                    0 => {
+                        bytes.remove(at);
+                    }
+                    1 => bytes.insert(at, b"{}[],:\"\\0e-.tn "[g.below(14) as usize]),
+                    _ => bytes.truncate(at),
+                }
+            }
+            let Ok(text) = String::from_utf8(bytes) else {
+                continue;
+            };
+            let ours = Doc::parse(&text).is_ok();
+            // serde_json also rejects numbers beyond f64 (1e999, which numeric holds) and lone
+            // surrogates (\ud800, which PostgreSQL never prints).
+            match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(_) => assert!(ours, "{text:?}: we reject it, serde_json reads it"),
+                Err(e) => {
+                    let allowed = e.to_string().contains("out of range") || text.contains("\\u");
+                    assert!(
+                        !ours || allowed,
+                        "{text:?}: we accept it, serde_json says {e}"
+                    );
+                }
+            }
         }
     }
 }
