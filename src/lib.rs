@@ -216,6 +216,27 @@ mod tests {
         );
     }
 
+    /// JIT compiling cost up to a second per timeline call while a first sync fills tables
+    /// that have no statistics yet; the timeline runs without it, and the events function
+    /// tells the planner how many rows a payload gives.
+    #[pg_test]
+    fn timeline_functions_run_without_jit() {
+        let got = Spi::get_one::<String>(
+            "SELECT string_agg(p.proname || ' ' || coalesce(array_to_string(p.proconfig, ','), '') || ' rows ' || p.prorows,
+                               '; ' ORDER BY p.proname)
+               FROM pg_proc p
+              WHERE p.proname IN ('employes_timeline_events', 'employes_timeline_refresh', 'employes_sync_employment_events')",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            got,
+            "employes_sync_employment_events  rows 8; \
+             employes_timeline_events search_path=pg_catalog, public, pg_temp,enable_memoize=off,jit=off rows 1000; \
+             employes_timeline_refresh search_path=pg_catalog, public, pg_temp,jit=off rows 0"
+        );
+    }
+
     /// Timeline upkeep must not depend on the planner's statistics: on a fresh install there
     /// are none while the first sync fills the tables, and a join planned for an "empty" table
     /// read the whole timeline on every call.

@@ -201,6 +201,10 @@ fn run(session: String, xid: String) {
             &[schema.clone().into()],
         )
         .map_err(spi_err)?;
+        // The worker runs short statements on bounded batches. Compiling them with JIT costs
+        // more than running them (up to a second per statement when the planner has no
+        // statistics yet, as during a fresh install's first sync), so it is off for this session.
+        Spi::run("SET jit = off").map_err(spi_err)?;
         Ok(schema)
     });
     if let Err(e) = schema {
