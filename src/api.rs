@@ -36,11 +36,8 @@ fn employes_sync_worker_alive(pid: i32) -> bool {
 #[pg_extern(immutable, parallel_safe, strict)]
 fn employes_sync_jdate(v: pgrx::JsonB) -> Option<pgrx::prelude::Date> {
     use chrono::Datelike;
+    // Years 1 to 9999: the parser refuses year 0, and four digits keep it below 10000.
     let d = employes_sync_core::classify::parse_api_date(&v.0)?;
-    // PostgreSQL has no year 0; four digits keep it below 10000.
-    if d.year() < 1 {
-        return None;
-    }
     Some(pgrx::prelude::Date::new_unchecked(
         d.year() as isize,
         d.month() as u8,

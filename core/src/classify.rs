@@ -205,7 +205,9 @@ pub fn restored(_kind: Kind, new: &Value) -> Change {
 }
 
 /// The date an API date string starts with (`YYYY-MM-DD`, then anything such as `T00:00:00`).
-/// Non-strings, other formats and the sentinel `0001-01-01` give `None`.
+/// Non-strings, other formats, the sentinel `0001-01-01`, impossible dates (2025-02-30) and year
+/// 0000 (PostgreSQL has no year 0: written as an effective date it would fail the batch) give
+/// `None`.
 pub fn parse_api_date(v: &Value) -> Option<NaiveDate> {
     parse_api_date_str(v.as_str()?)
 }
@@ -229,7 +231,10 @@ pub fn parse_api_date_str(s: &str) -> Option<NaiveDate> {
     // than the rest of a timeline event).
     let num =
         |r: std::ops::Range<usize>| b[r].iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
-    NaiveDate::from_ymd_opt(num(0..4) as i32, num(5..7), num(8..10))
+    match num(0..4) {
+        0 => None,
+        year => NaiveDate::from_ymd_opt(year as i32, num(5..7), num(8..10)),
+    }
 }
 
 const HOURS_FIELDS: &[&str] = &[
@@ -530,6 +535,9 @@ mod tests {
         assert_eq!(parse_api_date(&json!("01-07-2025")), None);
         assert_eq!(parse_api_date(&json!("2025-07-011")), None);
         assert_eq!(parse_api_date(&json!("")), None);
+        // No year 0 in PostgreSQL: an effective date in it would fail the whole batch.
+        assert_eq!(parse_api_date(&json!("0000-05-01T00:00:00")), None);
+        assert_eq!(parse_api_date(&json!("9999-12-31")), Some(d("9999-12-31")));
     }
 
     #[test]

@@ -27,7 +27,7 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 
 use crate::classify::parse_api_date_str;
 
@@ -507,12 +507,12 @@ impl<'a> Json<'a> {
         }
     }
 
-    /// An API date (see `classify::parse_api_date_str`) that PostgreSQL can hold.
+    /// An API date (see `classify::parse_api_date_str`).
     fn date(self) -> Option<NaiveDate> {
         if self.first() != b'"' {
             return None;
         }
-        parse_api_date_str(&unescape(self.raw())).filter(|d| d.year() >= 1)
+        parse_api_date_str(&unescape(self.raw()))
     }
 }
 
@@ -865,6 +865,7 @@ mod tests {
     #[test]
     fn impossible_dates_and_other_shapes_give_no_events() {
         assert!(events(r#"{"data": [{"start_date": "2025-02-30T00:00:00"}]}"#).is_empty());
+        assert!(events(r#"{"data": [{"start_date": "0000-05-01T00:00:00"}]}"#).is_empty());
         assert!(events(r#"{"data": {"id": 1}}"#).is_empty());
         assert!(events(r#"[1, 2]"#).is_empty());
         assert!(events(r#"{"other": []}"#).is_empty());
