@@ -287,6 +287,83 @@ mod tests {
         Spi::run("SELECT * FROM employes_sync_employment_events('{\"data\": [}')").unwrap();
     }
 
+    /// With the foreign-key triggers off (as the worker runs its history writes), the write
+    /// statement itself refuses a change whose starting version is gone and a session that is.
+    #[pg_test]
+    fn history_writes_check_their_references_set_wise_without_the_triggers() {
+        use crate::worker::{write_versions, References};
+        use employes_sync_core::classify::Kind;
+        use serde_json::json;
+        let s = session();
+        let raw = Spi::get_one::<i64>(&format!(
+            "INSERT INTO employes_raw_data (kind, employee_id, payload, content_hash, version, valid_from, first_session_id)
+             VALUES ('employee', 'e1', '{{}}', repeat('a', 64), 1, now(), '{s}') RETURNING id"
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(References::decide(), Ok(References::SetWise));
+        Spi::run("SELECT set_config('session_replication_role', 'replica', true)").unwrap();
+        // Each write for an employee of its own: a failed write is not rolled back here (the
+        // worker's transaction would be), so its new version stays current.
+        let version = |n: i64| {
+            json!({"employee_id": format!("e{n}"), "payload": {"n": n}, "content_hash": "b".repeat(64),
+                   "version": 1, "ord": 0})
+        };
+        let change = |n: i64, from: i64| {
+            json!({"employee_id": format!("e{n}"), "change_type": "updated", "field_path": "$.n",
+                   "old_value": 1, "new_value": 2, "effective_date": null, "raw_from_id": from})
+        };
+        let err = write_versions(
+            Kind::Employee,
+            &s,
+            vec![version(2)],
+            vec![change(2, raw + 1000)],
+        );
+        assert_eq!(
+            err,
+            Err("1 of the 1 versions the employee changes start from no longer exist: modified concurrently, nothing written".into())
+        );
+        let gone = "00000000-0000-0000-0000-000000000001";
+        let err = write_versions(Kind::Employee, gone, vec![version(3)], vec![change(3, raw)]);
+        assert_eq!(
+            err,
+            Err(format!("session {gone} no longer exists: nothing written"))
+        );
+        let ok =
+            write_versions(Kind::Employee, &s, vec![version(4)], vec![change(4, raw)]).unwrap();
+        assert_eq!((ok.versions_written, ok.changes_detected), (1, 1));
+    }
+
+    /// Replica mode would also skip a trigger or rule of the user's, or a foreign key that is not
+    /// the extension's: any of them puts the per-row checks back.
+    #[pg_test]
+    fn a_trigger_rule_or_foreign_key_of_the_users_keeps_the_per_row_checks() {
+        use crate::worker::References;
+        let decide = || References::decide().unwrap();
+        assert_eq!(decide(), References::SetWise);
+        Spi::run(
+            "CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END';
+             CREATE TRIGGER audit AFTER INSERT ON employes_changes FOR EACH ROW EXECUTE FUNCTION audit()",
+        )
+        .unwrap();
+        assert_eq!(decide(), References::PerRow);
+        // Disabled, or firing whatever the role: nothing would be skipped.
+        Spi::run("ALTER TABLE employes_changes DISABLE TRIGGER audit").unwrap();
+        assert_eq!(decide(), References::SetWise);
+        Spi::run("ALTER TABLE employes_changes ENABLE ALWAYS TRIGGER audit").unwrap();
+        assert_eq!(decide(), References::SetWise);
+        // Firing only in replica mode: it would fire where it never does.
+        Spi::run("ALTER TABLE employes_changes ENABLE REPLICA TRIGGER audit").unwrap();
+        assert_eq!(decide(), References::PerRow);
+        Spi::run("DROP TRIGGER audit ON employes_changes").unwrap();
+        assert_eq!(decide(), References::SetWise);
+        Spi::run("CREATE RULE r AS ON UPDATE TO employes_raw_data DO ALSO NOTIFY employes_raw_data_updated").unwrap();
+        assert_eq!(decide(), References::PerRow);
+        Spi::run("DROP RULE r ON employes_raw_data").unwrap();
+        Spi::run("ALTER TABLE employes_changes ADD COLUMN reviewed_in uuid REFERENCES employes_sync_sessions (id)").unwrap();
+        assert_eq!(decide(), References::PerRow);
+    }
+
     #[pg_test(
         error = "duplicate key value violates unique constraint \"employes_sync_sessions_one_active\""
     )]

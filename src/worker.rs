@@ -384,6 +384,8 @@ struct SpiStore {
     session: String,
     sigterm: bool,
     current: Option<CurrentHashes>,
+    /// How the last batch's references were checked (logged when it changes).
+    references: Option<References>,
 }
 
 impl SpiStore {
@@ -392,6 +394,7 @@ impl SpiStore {
             session,
             sigterm: false,
             current: None,
+            references: None,
         }
     }
 }
@@ -527,8 +530,132 @@ WITH v AS (
            c.raw_from_id, ins.id
       FROM c JOIN ins ON ins.employee_id = c.employee_id
     RETURNING 1
+), src AS (
+    -- The versions the changes start from and the session, locked as a foreign-key check locks
+    -- them (KEY SHARE: neither can be deleted before this transaction ends), all in one pass.
+    SELECT r.id FROM employes_raw_data r WHERE r.id IN (SELECT c.raw_from_id FROM c) FOR KEY SHARE OF r
+), ses AS (
+    SELECT s.id FROM employes_sync_sessions s WHERE s.id = $3::uuid FOR KEY SHARE OF s
 )
-SELECT (SELECT count(*) FROM ins)::bigint, (SELECT count(*) FROM chg)::bigint";
+SELECT (SELECT count(*) FROM ins)::bigint, (SELECT count(*) FROM chg)::bigint,
+       (SELECT count(DISTINCT c.raw_from_id) FROM c)::bigint, (SELECT count(*) FROM src)::bigint,
+       (SELECT count(*) FROM ses)::bigint";
+
+/// Whether this transaction's CLOSE and WRITE may run without the per-row foreign-key triggers
+/// (`session_replication_role = replica`, as a logical replication apply worker runs): WRITE
+/// checks every reference of what it and CLOSE write, set-wise, taking the locks those triggers
+/// would take, so the only thing replica mode may skip is what nobody else has put there: a
+/// trigger or rule of the user's on the two history tables that fires in origin or replica mode
+/// only, or a foreign key that is not ours. The tables are locked first, in the mode the writes
+/// take anyway (ROW EXCLUSIVE), so none can be added before this transaction ends.
+const LOCK_HISTORY: &str = "LOCK TABLE employes_raw_data, employes_changes IN ROW EXCLUSIVE MODE";
+pub(crate) const SET_WISE_REFERENCES: &str = "
+SELECT has_parameter_privilege('session_replication_role', 'SET')
+   AND NOT EXISTS (SELECT 1 FROM pg_trigger
+                    WHERE tgrelid IN ('employes_raw_data'::regclass, 'employes_changes'::regclass)
+                      AND NOT tgisinternal AND tgenabled IN ('O', 'R'))
+   AND NOT EXISTS (SELECT 1 FROM pg_rewrite
+                    WHERE ev_class IN ('employes_raw_data'::regclass, 'employes_changes'::regclass)
+                      AND ev_enabled IN ('O', 'R'))
+   AND NOT EXISTS (SELECT 1 FROM pg_constraint
+                    WHERE contype = 'f' AND conrelid IN ('employes_raw_data'::regclass, 'employes_changes'::regclass)
+                      AND conname <> ALL (ARRAY['employes_raw_data_first_session_id_fkey', 'employes_raw_data_closed_session_id_fkey',
+                                                'employes_changes_session_id_fkey', 'employes_changes_raw_from_id_fkey',
+                                                'employes_changes_raw_to_id_fkey']))";
+
+/// How the references of a batch's writes were checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum References {
+    /// By the write statement, in one pass (the foreign-key triggers skipped).
+    SetWise,
+    /// By the foreign-key triggers, row by row (and by the write statement too).
+    PerRow,
+}
+
+impl References {
+    /// Locks the history tables and decides, for this transaction.
+    pub(crate) fn decide() -> Result<References, String> {
+        exec(LOCK_HISTORY, &[], |_| Ok(()))?;
+        let set_wise = exec(SET_WISE_REFERENCES, &[], |t| {
+            t.first().get_one::<bool>().map_err(spi_err)
+        })?;
+        Ok(if set_wise == Some(true) {
+            References::SetWise
+        } else {
+            References::PerRow
+        })
+    }
+
+    /// Turns the per-row triggers off (SetWise) for the statements that follow, or back on.
+    fn triggers(self, on: bool) -> Result<(), String> {
+        if self == References::SetWise {
+            let role = if on { "origin" } else { "replica" };
+            exec(
+                "SELECT set_config('session_replication_role', $1, true)",
+                &[role.into()],
+                |_| Ok(()),
+            )?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            References::SetWise => "set-wise",
+            References::PerRow => "per-row",
+        }
+    }
+}
+
+/// Writes new versions and their changes in one statement and checks what it wrote: every
+/// version and change written (none dropped by the join), every version a change starts from
+/// still there, the session still there. Any failure is an error: the caller's transaction is
+/// then rolled back whole.
+pub(crate) fn write_versions(
+    kind: Kind,
+    session: &str,
+    new_versions: Vec<Value>,
+    changes: Vec<Value>,
+) -> Result<ApplyStats, String> {
+    let (n_versions, n_changes) = (new_versions.len() as i64, changes.len() as i64);
+    let args: [DatumWithOid; 4] = [
+        Value::Array(new_versions).to_string().into(),
+        kind.as_str().into(),
+        session.to_owned().into(),
+        Value::Array(changes).to_string().into(),
+    ];
+    let counts = exec(WRITE, &args, |t| {
+        let row = t.first();
+        let mut out = [0i64; 5];
+        for (i, v) in out.iter_mut().enumerate() {
+            *v = row.get::<i64>(i + 1).map_err(spi_err)?.unwrap_or(0);
+        }
+        Ok(out)
+    })?;
+    let [versions, written, sources, found, sessions] = counts;
+    if sessions != 1 {
+        return Err(format!(
+            "session {session} no longer exists: nothing written"
+        ));
+    }
+    if found != sources {
+        return Err(format!(
+            "{} of the {sources} versions the {kind} changes start from no longer exist: modified concurrently, nothing written",
+            sources - found,
+            kind = kind.as_str()
+        ));
+    }
+    if versions != n_versions || written != n_changes {
+        return Err(format!(
+            "wrote {versions} of {n_versions} {kind} versions and {written} of {n_changes} changes: nothing written",
+            kind = kind.as_str()
+        ));
+    }
+    Ok(ApplyStats {
+        versions_written: versions as u64,
+        changes_detected: written as u64,
+    })
+}
 
 /// Closes the current records of the employees who left (`$1`: not in a complete list).
 const DELETE_MISSING: &str = "
@@ -568,13 +695,14 @@ fn refresh_timeline(mut ids: Vec<String>) -> Result<(), String> {
 
 /// Applies records whose content differs from the cached current version: looks up their
 /// latest stored versions, plans, writes versions and changes, records progress. Returns what it
-/// wrote and the (employee, hash) pairs that are now current.
+/// wrote, the (employee, hash) pairs that are now current and how references were checked.
+type Applied = (ApplyStats, Vec<(String, String)>, Option<References>);
 fn apply_batch(
     session: &str,
     kind: Kind,
     records: Vec<Incoming>,
     progress: &Progress,
-) -> Result<(ApplyStats, Vec<(String, String)>), String> {
+) -> Result<Applied, String> {
     let ids: Vec<String> = records.iter().map(|r| r.employee_id.clone()).collect();
     let hashes: Vec<String> = records.iter().map(|r| r.content_hash.clone()).collect();
     let session = session.to_owned();
@@ -625,6 +753,7 @@ fn apply_batch(
         .map(|v| v.employee_id.clone())
         .collect();
     let mut stats = ApplyStats::default();
+    let mut mode = None;
     if !plan.is_empty() {
         let close: Vec<i64> = plan.iter().filter_map(|v| v.close_raw_id).collect();
         let mut new_versions = Vec::with_capacity(plan.len());
@@ -640,6 +769,8 @@ fn apply_batch(
             new_versions.push(json!({"employee_id": v.employee_id, "payload": v.payload, "content_hash": v.content_hash,
                                          "version": v.version, "ord": ord}));
         }
+        let refs = References::decide()?;
+        refs.triggers(false)?;
         if !close.is_empty() {
             let expected = close.len();
             let closed = exec(CLOSE, &[close.into(), session.clone().into()], |t| {
@@ -649,26 +780,16 @@ fn apply_batch(
                 return Err(format!("expected to close {expected} current versions, closed {closed}: modified concurrently"));
             }
         }
-        let args: [DatumWithOid; 4] = [
-            Value::Array(new_versions).to_string().into(),
-            kind.as_str().into(),
-            session.clone().into(),
-            Value::Array(changes).to_string().into(),
-        ];
-        let (v, c) = exec(WRITE, &args, |t| {
-            t.first().get_two::<i64, i64>().map_err(spi_err)
-        })?;
-        stats = ApplyStats {
-            versions_written: v.unwrap_or(0) as u64,
-            changes_detected: c.unwrap_or(0) as u64,
-        };
+        stats = write_versions(kind, &session, new_versions, changes)?;
+        refs.triggers(true)?;
+        mode = Some(refs);
     }
     refresh_timeline(timeline_ids)?;
     let mut p = progress.clone();
     p.versions_written += stats.versions_written;
     p.changes_detected += stats.changes_detected;
     write_progress(&session, &p)?;
-    Ok((stats, written))
+    Ok((stats, written, mode))
 }
 
 impl Store for SpiStore {
@@ -692,7 +813,7 @@ impl Store for SpiStore {
         let session = self.session.clone();
         let progress = progress.clone();
         let batch = std::sync::Mutex::new(Some(records));
-        let (stats, written) = in_tx(move || {
+        let (stats, written, mode) = in_tx(move || {
             let records = batch
                 .lock()
                 .map_err(|e| e.to_string())?
@@ -700,6 +821,19 @@ impl Store for SpiStore {
                 .unwrap_or_default();
             apply_batch(&session, kind, records, &progress)
         })?;
+        if let Some(mode) = mode.filter(|m| self.references != Some(*m)) {
+            self.references = Some(mode);
+            let message = match mode {
+                References::SetWise => "references of new versions and changes are checked set-wise by the write statement",
+                References::PerRow => "references of new versions and changes are checked row by row by the foreign-key triggers: a trigger, rule or foreign key of your own is on employes_raw_data or employes_changes",
+            };
+            self.log(
+                Level::Debug,
+                "changes",
+                message,
+                json!({"references": mode.as_str()}),
+            );
+        }
         if let Some(current) = self.current.as_mut() {
             for (id, hash) in written {
                 current.set(kind, &id, &hash);

@@ -455,6 +455,38 @@ pub fn assert_history_consistent(c: &mut Client) {
         ),
         0
     );
+    // Every reference holds: the sync's history writes check them set-wise with the
+    // foreign-key triggers off, so the declared keys alone do not prove it.
+    assert_eq!(
+        count(
+            c,
+            "SELECT count(*) FROM employes_changes ch
+              WHERE (ch.raw_from_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM employes_raw_data r WHERE r.id = ch.raw_from_id))
+                 OR (ch.raw_to_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM employes_raw_data r WHERE r.id = ch.raw_to_id))
+                 OR NOT EXISTS (SELECT 1 FROM employes_sync_sessions s WHERE s.id = ch.session_id)"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            c,
+            "SELECT count(*) FROM employes_raw_data r
+              WHERE NOT EXISTS (SELECT 1 FROM employes_sync_sessions s WHERE s.id = r.first_session_id)
+                 OR (r.closed_session_id IS NOT NULL
+                     AND NOT EXISTS (SELECT 1 FROM employes_sync_sessions s WHERE s.id = r.closed_session_id))"
+        ),
+        0
+    );
+    // A change links the versions of its own record.
+    assert_eq!(
+        count(
+            c,
+            "SELECT count(*) FROM employes_changes ch
+               JOIN employes_raw_data r ON r.id IN (ch.raw_from_id, ch.raw_to_id)
+              WHERE (r.kind, r.employee_id) <> (ch.kind, ch.employee_id)"
+        ),
+        0
+    );
     // Versions of a record are numbered 1..n without gaps.
     assert_eq!(
         count(

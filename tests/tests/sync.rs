@@ -201,6 +201,7 @@ fn detected_changes_equal_the_simulators_ground_truth() {
     // And again: nothing new.
     let s = sync(&mut c);
     assert_eq!((s.versions_written, s.changes_detected), (0, 0), "{s:?}");
+    assert_history_consistent(&mut c);
     // The timeline kept up incrementally is exactly what a full rebuild computes.
     let timeline = |c: &mut Client| -> Vec<String> {
         c.query(
@@ -253,6 +254,67 @@ fn detected_changes_equal_the_simulators_ground_truth() {
         .get(0);
     assert_eq!(written as usize, incremental.len());
     assert_eq!(timeline(&mut c), incremental);
+}
+
+/// The history writes run with the foreign-key triggers off and check references set-wise;
+/// a trigger of the user's on the history puts the per-row checks back, and it fires for
+/// every row the sync writes.
+#[test]
+fn a_users_trigger_on_the_history_fires_for_every_row_a_sync_writes() {
+    let (_cluster, sim, mut c) = setup("user_trigger", 40);
+    let references = |c: &mut Client, session: uuid::Uuid| -> Vec<String> {
+        c.query(
+            "SELECT details->>'references' FROM employes_sync_logs
+              WHERE session_id = $1 AND details ? 'references' ORDER BY id",
+            &[&session],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    let s = sync(&mut c);
+    assert_eq!(s.status, "completed", "{s:?}");
+    assert_eq!(references(&mut c, s.id), ["set-wise"]);
+    c.batch_execute(
+        "CREATE TABLE audit (change_id bigint, raw_to_id bigint);
+         CREATE FUNCTION audit_change() RETURNS trigger LANGUAGE plpgsql AS
+           'BEGIN INSERT INTO audit VALUES (NEW.id, NEW.raw_to_id); RETURN NULL; END';
+         CREATE TRIGGER audit AFTER INSERT ON employes_changes FOR EACH ROW EXECUTE FUNCTION audit_change();",
+    )
+    .unwrap();
+    sim.advance_with(AdvanceOptions {
+        raises: Some(5),
+        hours_changes: Some(2),
+        ..AdvanceOptions::default()
+    });
+    let s = sync(&mut c);
+    assert_eq!(s.status, "completed", "{s:?}");
+    assert!(s.changes_detected >= 7, "{s:?}");
+    assert_eq!(references(&mut c, s.id), ["per-row"]);
+    assert_eq!(
+        count(
+            &mut c,
+            &format!(
+                "SELECT count(*) FROM audit a JOIN employes_changes ch ON ch.id = a.change_id
+                  WHERE ch.session_id = '{}' AND a.raw_to_id IS NOT DISTINCT FROM ch.raw_to_id",
+                s.id
+            )
+        ),
+        s.changes_detected as i64
+    );
+    // Without it, set-wise again; the history is whole either way.
+    c.batch_execute("DROP TRIGGER audit ON employes_changes")
+        .unwrap();
+    sim.advance_with(AdvanceOptions {
+        raises: Some(5),
+        ..AdvanceOptions::default()
+    });
+    let s = sync(&mut c);
+    assert_eq!(s.status, "completed", "{s:?}");
+    assert!(s.changes_detected >= 5, "{s:?}");
+    assert_eq!(references(&mut c, s.id), ["set-wise"]);
+    assert_history_consistent(&mut c);
 }
 
 #[test]
@@ -311,6 +373,7 @@ fn removed_employee_is_deleted_then_restored_and_history_is_kept() {
         4
     );
     assert_eq!(count(&mut c, &format!("SELECT count(*) FROM employes_timeline WHERE employee_id = '{gone}' AND event_type = 'restored'")), 1);
+    assert_history_consistent(&mut c);
 }
 
 #[test]
