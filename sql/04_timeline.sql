@@ -118,8 +118,10 @@ BEGIN
          WHERE NOT EXISTS (SELECT 1 FROM old
                             WHERE old.employee_id = ev.employee_id AND old.event_type = ev.event_type AND old.event_key = ev.event_key
                               AND old.event_date = ev.event_date AND old.title = ev.title
-                              -- as text: 4003 and 4003.0 are equal jsonb, but a rebuild writes what the payload says
-                              AND old.details::text = ev.details::text)
+                              -- byte for byte (the binary equality of the *= operator): 4003 and 4003.0
+                              -- are equal jsonb, but a rebuild writes what the payload says, and
+                              -- comparing the bytes costs no conversion to text
+                              AND record_image_eq(ROW(old.details), ROW(ev.details)))
         ON CONFLICT (employee_id, event_type, event_key)
         DO UPDATE SET event_date = excluded.event_date, title = excluded.title, details = excluded.details
     $q$ USING ids;

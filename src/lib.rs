@@ -216,6 +216,48 @@ mod tests {
         );
     }
 
+    /// A refresh leaves identical rows alone and rewrites a row whose details differ only in how
+    /// a number is written (equal as jsonb, not byte for byte), as a rebuild would write it.
+    #[pg_test]
+    fn timeline_refresh_rewrites_rows_that_differ_only_in_number_formatting() {
+        let s = session();
+        Spi::run(&format!(
+            r#"INSERT INTO employes_raw_data (kind, employee_id, payload, content_hash, version, valid_from, first_session_id)
+               VALUES ('employments', 'e1', '{{"data": [{{"id": "m1", "start_date": "2019-05-01T00:00:00",
+                   "salary": [{{"id": "s1", "start_date": "2019-05-01T00:00:00", "month_wage": 2846.50}},
+                              {{"id": "s2", "start_date": "2021-01-01T00:00:00", "month_wage": 2900.00}}]}}]}}',
+                       repeat('a', 64), 1, now(), '{s}')"#
+        ))
+        .unwrap();
+        let refresh = || {
+            Spi::get_one::<i64>("SELECT employes_timeline_refresh(ARRAY['e1'])")
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(refresh(), 2);
+        assert_eq!(refresh(), 0);
+        let rewritten = "SELECT details->>'new_month_wage' FROM employes_timeline WHERE event_type = 'salary_changed'";
+        Spi::run(
+            "UPDATE employes_timeline SET details = details || '{\"new_month_wage\": 2900.0}' WHERE event_type = 'salary_changed'",
+        )
+        .unwrap();
+        assert!(Spi::get_one::<bool>(
+            "SELECT details = details || '{\"new_month_wage\": 2900.00}' FROM employes_timeline WHERE event_type = 'salary_changed'"
+        )
+        .unwrap()
+        .unwrap());
+        assert_eq!(
+            Spi::get_one::<String>(rewritten).unwrap().unwrap(),
+            "2900.0"
+        );
+        assert_eq!(refresh(), 1);
+        assert_eq!(
+            Spi::get_one::<String>(rewritten).unwrap().unwrap(),
+            "2900.00"
+        );
+        assert_eq!(refresh(), 0);
+    }
+
     /// JIT compiling cost up to a second per timeline call while a first sync fills tables
     /// that have no statistics yet; the timeline runs without it, and the events function
     /// tells the planner how many rows a payload gives.
