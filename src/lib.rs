@@ -334,7 +334,8 @@ mod tests {
     #[pg_test]
     fn history_writes_check_their_references_set_wise_without_the_triggers() {
         use crate::worker::{write_versions, References};
-        use employes_sync_core::classify::Kind;
+        use employes_sync_core::classify::{Change, ChangeType, Kind};
+        use employes_sync_core::versions::NewVersion;
         use serde_json::json;
         let s = session();
         let raw = Spi::get_one::<i64>(&format!(
@@ -347,33 +348,47 @@ mod tests {
         Spi::run("SELECT set_config('session_replication_role', 'replica', true)").unwrap();
         // Each write for an employee of its own: a failed write is not rolled back here (the
         // worker's transaction would be), so its new version stays current.
-        let version = |n: i64| {
-            json!({"employee_id": format!("e{n}"), "payload": {"n": n}, "content_hash": "b".repeat(64),
-                   "version": 1, "ord": 0})
+        let version = |n: i64, from: i64| NewVersion {
+            employee_id: format!("e{n}"),
+            payload: json!({"n": n, "wage": 2846.5}),
+            content_hash: "b".repeat(64),
+            version: 1,
+            close_raw_id: None,
+            from_raw_id: Some(from),
+            changes: vec![Change {
+                change_type: ChangeType::Updated,
+                field_path: "$.n".into(),
+                old_value: Some(json!(1)),
+                new_value: Some(serde_json::Value::Null),
+                effective_date: chrono::NaiveDate::from_ymd_opt(2021, 1, 31),
+            }],
         };
-        let change = |n: i64, from: i64| {
-            json!({"employee_id": format!("e{n}"), "change_type": "updated", "field_path": "$.n",
-                   "old_value": 1, "new_value": 2, "effective_date": null, "raw_from_id": from})
-        };
-        let err = write_versions(
-            Kind::Employee,
-            &s,
-            vec![version(2)],
-            vec![change(2, raw + 1000)],
-        );
+        let err = write_versions(Kind::Employee, &s, &[version(2, raw + 1000)]);
         assert_eq!(
             err,
             Err("1 of the 1 versions the employee changes start from no longer exist: modified concurrently, nothing written".into())
         );
         let gone = "00000000-0000-0000-0000-000000000001";
-        let err = write_versions(Kind::Employee, gone, vec![version(3)], vec![change(3, raw)]);
+        let err = write_versions(Kind::Employee, gone, &[version(3, raw)]);
         assert_eq!(
             err,
             Err(format!("session {gone} no longer exists: nothing written"))
         );
-        let ok =
-            write_versions(Kind::Employee, &s, vec![version(4)], vec![change(4, raw)]).unwrap();
+        let ok = write_versions(Kind::Employee, &s, &[version(4, raw)]).unwrap();
         assert_eq!((ok.versions_written, ok.changes_detected), (1, 1));
+        // What is stored: the payload, the values (a JSON null as SQL NULL), the date, the links.
+        let stored = Spi::get_one::<String>(&format!(
+            "SELECT concat_ws(' | ', r.payload::text, c.change_type, c.field_path, c.old_value::text,
+                              coalesce(c.new_value::text, 'NULL'), c.effective_date, c.raw_from_id = {raw},
+                              c.raw_to_id = r.id, c.session_id::text = '{s}', r.first_session_id::text = '{s}')
+               FROM employes_changes c JOIN employes_raw_data r ON r.id = c.raw_to_id WHERE r.employee_id = 'e4'"
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            stored,
+            r#"{"n": 4, "wage": 2846.5} | updated | $.n | 1 | NULL | 2021-01-31 | t | t | t | t"#
+        );
     }
 
     /// Replica mode would also skip a trigger or rule of the user's, or a foreign key that is not

@@ -933,15 +933,25 @@ fn memory_section(rss: &[(usize, f64, f64)]) -> String {
         writeln!(md, "| {n} | {mb:.0} | {anon:.0} |").unwrap();
     }
     if let (Some(a), Some(b)) = (rss.first(), rss.last()) {
-        let flat = b.1 <= a.1 * 1.5 && b.1 < 200.0;
+        let verdict = |x: f64, y: f64| {
+            if y <= x * 1.5 && y < 200.0 {
+                "met"
+            } else {
+                "missed"
+            }
+        };
         writeln!(
             md,
-            "\n{} → {}: VmHWM x{:.2}, private x{:.2}; goal flat and under 200 MB: {}.\n",
+            "\n{} → {}: VmHWM x{:.2}, private x{:.2}. Goal flat and under 200 MB: private memory {}; \
+             VmHWM {} (it also counts the pages of the server's shared buffer pool, allocated once for \
+             all backends, that the worker read or wrote: it grows with the data a sync touches, up to \
+             shared_buffers).\n",
             a.0,
             b.0,
             b.1 / a.1,
             b.2 / a.2,
-            if flat { "met" } else { "missed" }
+            verdict(a.2, b.2),
+            verdict(a.1, b.1),
         )
         .unwrap();
     }
