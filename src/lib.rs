@@ -170,6 +170,33 @@ mod tests {
         }
     }
 
+    /// The unique key of the changes leads with the employee, so it also finds an employee's
+    /// changes: there is no second index on employee_id for every change row to maintain.
+    #[pg_test]
+    fn an_employees_changes_are_found_through_the_unique_key() {
+        Spi::run("SET LOCAL enable_seqscan = off").unwrap();
+        let plan: Vec<String> = Spi::connect(|c| {
+            c.select(
+                "EXPLAIN (COSTS OFF) SELECT * FROM employes_changes WHERE employee_id = 'e1' ORDER BY detected_at",
+                None,
+                &[],
+            )
+            .unwrap()
+            .map(|r| r.get::<String>(1).unwrap().unwrap_or_default())
+            .collect()
+        });
+        assert!(
+            plan.iter().any(|l| l.contains("employes_changes_unique")),
+            "{plan:?}"
+        );
+        let indexes = Spi::get_one::<i64>(
+            "SELECT count(*) FROM pg_index WHERE indrelid = 'employes_changes'::regclass",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(indexes, 4, "id, unique key, detected_at, timeline");
+    }
+
     #[pg_test(error = "duplicate key value violates unique constraint \"employes_changes_unique\"")]
     fn the_same_change_cannot_be_recorded_twice() {
         let s = session();
