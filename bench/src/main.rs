@@ -630,7 +630,14 @@ struct PeerInput {
     before: Value,
     after: Value,
     steps: Vec<(String, Measured)>,
+    /// Further 1% steps (each another n/100 raises), ours measured and the data after each,
+    /// for dbt to snapshot the same: the 1% verdict is the median over all rounds.
+    more: Vec<(String, Measured, Value)>,
 }
+
+/// Rounds of the 1% step at the largest size (ours and dbt's alike): one run on 2 shared cores
+/// moves by 10-20%, so the goal is judged on the median.
+const ONE_PERCENT_ROUNDS: usize = 3;
 
 fn apply_section(
     cluster: &Cluster,
@@ -698,10 +705,36 @@ fn apply_section(
             format!("re-sync, 1% changed ({} raises)", touched.len()),
             one,
         ));
+        let mut more = Vec::new();
+        if n == largest {
+            for round in 2..=ONE_PERCENT_ROUNDS {
+                let report = sim.advance_with(AdvanceOptions {
+                    raises: Some(n / 100),
+                    ..AdvanceOptions::none()
+                });
+                let touched: std::collections::BTreeSet<&str> = report
+                    .changes
+                    .iter()
+                    .map(|c| c.employee_id.as_str())
+                    .collect();
+                let name = format!(
+                    "re-sync, 1% changed ({} raises), round {round}",
+                    touched.len()
+                );
+                let dump = sim.dump();
+                replay.refresh(&sim, PER_PAGE);
+                let m = measured_sync(c);
+                more.push((name, m, dump));
+            }
+        }
         let peak = steps.iter().map(|(_, m)| m.hwm_mb).fold(0.0, f64::max);
         let anon = steps.iter().map(|(_, m)| m.anon_mb).fold(0.0, f64::max);
         rss.push((n, peak, anon));
-        for (name, m) in &steps {
+        let all_rows = steps
+            .iter()
+            .map(|(name, m)| (name, m))
+            .chain(more.iter().map(|(name, m, _)| (name, m)));
+        for (name, m) in all_rows {
             writeln!(
                 md,
                 "| {n} | {name} | {} | {:.2} | {:.2} ({}) | {} | {:.2} | {:.2} | {} | {} | {} | {} / {} ({} / {}) | {:.0} ({:.0}) |",
@@ -730,6 +763,7 @@ fn apply_section(
                 before,
                 after,
                 steps,
+                more,
             });
         }
     }
@@ -868,10 +902,6 @@ fn peer_section(cluster: &Cluster, c: &mut Client, input: Option<PeerInput>) -> 
     quiesce(c);
     let changed_rows: i64 = {
         let one = dbt_snapshot(&dbt, cluster.port);
-        let rows: i64 = c
-            .query_one("SELECT count(*) FROM bench_dbt.employees_snapshot", &[])
-            .unwrap()
-            .get(0);
         writeln!(
             md,
             "Staged: bench_dbt.employees_staged (employee_id, record jsonb, employments jsonb), {staged} rows. dbt {version}. \
@@ -884,9 +914,25 @@ fn peer_section(cluster: &Cluster, c: &mut Client, input: Option<PeerInput>) -> 
             "| step | dbt wall s | dbt node s | ours run s | ours DB s | ours main CPU s | run / dbt node | DB / dbt node | goal (1%: <= 0.10) |\n\
              |---|---:|---:|---:|---:|---:|---:|---:|---|\n",
         );
-        for ((name, m), d) in input.steps.iter().zip([&initial, &same, &one]) {
+        let mut extra = Vec::new();
+        for (_, _, dump) in &input.more {
+            stage(c, dump);
+            quiesce(c);
+            extra.push(dbt_snapshot(&dbt, cluster.port));
+        }
+        let mut ratios = Vec::new();
+        let rows = input
+            .steps
+            .iter()
+            .map(|(name, m)| (name, m))
+            .chain(input.more.iter().map(|(name, m, _)| (name, m)))
+            .zip([&initial, &same, &one].into_iter().chain(extra.iter()));
+        for ((name, m), d) in rows {
             let db_s = (m.sql_ms + m.refresh_sql_ms) / 1000.0;
             let is_one = name.contains("1%");
+            if is_one {
+                ratios.push(db_s / d.node_s);
+            }
             let goal = if is_one {
                 if db_s / d.node_s <= 0.10 {
                     "met (DB)"
@@ -910,11 +956,30 @@ fn peer_section(cluster: &Cluster, c: &mut Client, input: Option<PeerInput>) -> 
             )
             .unwrap();
         }
-        rows
+        let rows_after: i64 = c
+            .query_one("SELECT count(*) FROM bench_dbt.employees_snapshot", &[])
+            .unwrap()
+            .get(0);
+        ratios.sort_by(f64::total_cmp);
+        if let Some(median) = ratios.get(ratios.len() / 2) {
+            writeln!(
+                md,
+                "\n1% step, {} rounds (ours and dbt's on the same changes), DB / dbt node: {}; median **{median:.3}**: goal <= 0.10 {}.",
+                ratios.len(),
+                ratios
+                    .iter()
+                    .map(|r| format!("{r:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if *median <= 0.10 { "met" } else { "missed" }
+            )
+            .unwrap();
+        }
+        rows_after
     };
     writeln!(
         md,
-        "\ndbt snapshot table after the three runs: {changed_rows} rows.\n"
+        "\ndbt snapshot table after all runs: {changed_rows} rows.\n"
     )
     .unwrap();
     md
