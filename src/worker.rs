@@ -532,10 +532,11 @@ WITH v AS (
       FROM c JOIN ins ON ins.employee_id = c.employee_id
     RETURNING 1
 ), src AS (
-    -- What a foreign-key trigger would check for each change, in one pass: the versions the
-    -- changes start from exist, and so does the session; each locked KEY SHARE so that it cannot
-    -- be deleted before this transaction ends. The versions this transaction closed ($14 leaves
-    -- them out) are locked already, by the close's own update.
+    -- What the foreign-key triggers would check for each change, in one pass: the versions the
+    -- changes start from exist (src) and so does the session (ses), each locked so that it
+    -- cannot be deleted before this transaction ends: KEY SHARE here (lck, ses), except the
+    -- versions this transaction closed, which the close's own update has locked ($14 leaves
+    -- them out).
     SELECT r.id FROM employes_raw_data r WHERE r.id IN (SELECT c.raw_from_id FROM c)
 ), lck AS (
     SELECT r.id FROM employes_raw_data r WHERE r.id = ANY ($14::bigint[]) FOR KEY SHARE OF r
@@ -554,7 +555,7 @@ SELECT (SELECT count(*) FROM ins)::bigint, (SELECT count(*) FROM chg)::bigint,
 /// only, or a foreign key that is not ours. The tables are locked first, in the mode the writes
 /// take anyway (ROW EXCLUSIVE), so none can be added before this transaction ends.
 const LOCK_HISTORY: &str = "LOCK TABLE employes_raw_data, employes_changes IN ROW EXCLUSIVE MODE";
-pub(crate) const SET_WISE_REFERENCES: &str = "
+const SET_WISE_REFERENCES: &str = "
 SELECT has_parameter_privilege('session_replication_role', 'SET')
    AND NOT EXISTS (SELECT 1 FROM pg_trigger
                     WHERE tgrelid IN ('employes_raw_data'::regclass, 'employes_changes'::regclass)
@@ -621,9 +622,7 @@ pub(crate) fn write_versions(
     session: &str,
     plan: &[versions::NewVersion],
 ) -> Result<ApplyStats, String> {
-    // Column arrays, one element per row: each payload is parsed once, by its own cast (a
-    // single JSON document holding the batch was parsed whole and then re-encoded per record,
-    // three times slower).
+    // Column arrays, one element per row: each payload is parsed once, by its own cast.
     let n_versions = plan.len() as i64;
     let mut c_ids = Vec::new();
     let (mut c_types, mut c_paths, mut c_old, mut c_new, mut c_dates, mut c_from) = (
