@@ -592,15 +592,17 @@ impl References {
         })
     }
 
-    /// Turns the per-row triggers off (SetWise) for the statements that follow, or back on.
+    /// Turns the per-row triggers off (SetWise) for the statements that follow, or gives
+    /// `session_replication_role` back its configured value (a database or role may set it to
+    /// `replica`, and the statements after the write must run as configured).
     fn triggers(self, on: bool) -> Result<(), String> {
         if self == References::SetWise {
-            let role = if on { "origin" } else { "replica" };
-            exec(
-                "SELECT set_config('session_replication_role', $1, true)",
-                &[role.into()],
-                |_| Ok(()),
-            )?;
+            let sql = if on {
+                "SET LOCAL session_replication_role TO DEFAULT"
+            } else {
+                "SET LOCAL session_replication_role = replica"
+            };
+            exec(sql, &[], |_| Ok(()))?;
         }
         Ok(())
     }

@@ -317,6 +317,38 @@ fn a_users_trigger_on_the_history_fires_for_every_row_a_sync_writes() {
     assert_history_consistent(&mut c);
 }
 
+/// A database may run its sessions with `session_replication_role = replica` (a logical
+/// replication subscriber, say). The worker turns the triggers off for its history write only and
+/// then gives the setting back as configured, not `origin`: what it writes after (the timeline,
+/// the session's progress) runs as the database says.
+#[test]
+fn the_history_write_gives_a_configured_replication_role_back() {
+    let (cluster, sim, mut c) = setup("replica_role", 30);
+    c.batch_execute(
+        "ALTER DATABASE postgres SET session_replication_role = replica;
+         CREATE TABLE progress_seen (status text);
+         CREATE FUNCTION progress_seen() RETURNS trigger LANGUAGE plpgsql AS
+           'BEGIN INSERT INTO progress_seen VALUES (NEW.status); RETURN NULL; END';
+         CREATE TRIGGER progress_seen AFTER UPDATE ON employes_sync_sessions
+           FOR EACH ROW EXECUTE FUNCTION progress_seen();",
+    )
+    .unwrap();
+    // Every session from now on runs as the database says, this client's too.
+    let mut c = cluster.connect();
+    sync(&mut c);
+    sim.advance_with(AdvanceOptions {
+        raises: Some(5),
+        ..AdvanceOptions::default()
+    });
+    let s = sync(&mut c);
+    assert_eq!(s.status, "completed", "{s:?}");
+    assert!(s.versions_written >= 5, "{s:?}");
+    // In replica mode a trigger of the default kind does not fire: no session update by the
+    // worker, before or after its history writes, may have run as origin.
+    assert_eq!(count(&mut c, "SELECT count(*) FROM progress_seen"), 0);
+    assert_history_consistent(&mut c);
+}
+
 #[test]
 fn removed_employee_is_deleted_then_restored_and_history_is_kept() {
     let (_cluster, sim, mut c) = setup("removal", 60);
