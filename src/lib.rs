@@ -130,6 +130,17 @@ mod tests {
         .unwrap()
     }
 
+    /// Inserts version `version` of employee e1's `kind` record, current, and returns its id.
+    fn version_of_e1(s: &str, kind: &str, payload: &str, version: i32) -> i64 {
+        Spi::get_one_with_args::<i64>(
+            "INSERT INTO employes_raw_data (kind, employee_id, payload, content_hash, version, valid_from, first_session_id)
+             VALUES ($1, 'e1', $2::jsonb, repeat('a', 64), $3, now(), $4::uuid) RETURNING id",
+            &[kind.into(), payload.into(), version.into(), s.into()],
+        )
+        .unwrap()
+        .unwrap()
+    }
+
     #[pg_test]
     fn current_hashes_are_read_from_the_index_alone() {
         let s = session();
@@ -162,11 +173,7 @@ mod tests {
     fn two_current_versions_of_a_record_are_impossible() {
         let s = session();
         for v in 1..=2 {
-            Spi::run(&format!(
-                "INSERT INTO employes_raw_data (kind, employee_id, payload, content_hash, version, valid_from, first_session_id)
-                 VALUES ('employee', 'e1', '{{}}', repeat('a', 64), {v}, now(), '{s}')"
-            ))
-            .unwrap();
+            version_of_e1(&s, "employee", "{}", v);
         }
     }
 
@@ -200,12 +207,7 @@ mod tests {
     #[pg_test(error = "duplicate key value violates unique constraint \"employes_changes_unique\"")]
     fn the_same_change_cannot_be_recorded_twice() {
         let s = session();
-        let raw = Spi::get_one::<i64>(&format!(
-            "INSERT INTO employes_raw_data (kind, employee_id, payload, content_hash, version, valid_from, first_session_id)
-             VALUES ('employee', 'e1', '{{}}', repeat('a', 64), 1, now(), '{s}') RETURNING id"
-        ))
-        .unwrap()
-        .unwrap();
+        let raw = version_of_e1(&s, "employee", "{}", 1);
         for _ in 0..2 {
             Spi::run(&format!(
                 "INSERT INTO employes_changes (session_id, employee_id, kind, change_type, field_path, detected_at, raw_to_id)
@@ -248,14 +250,14 @@ mod tests {
     #[pg_test]
     fn timeline_refresh_rewrites_rows_that_differ_only_in_number_formatting() {
         let s = session();
-        Spi::run(&format!(
-            r#"INSERT INTO employes_raw_data (kind, employee_id, payload, content_hash, version, valid_from, first_session_id)
-               VALUES ('employments', 'e1', '{{"data": [{{"id": "m1", "start_date": "2019-05-01T00:00:00",
-                   "salary": [{{"id": "s1", "start_date": "2019-05-01T00:00:00", "month_wage": 2846.50}},
-                              {{"id": "s2", "start_date": "2021-01-01T00:00:00", "month_wage": 2900.00}}]}}]}}',
-                       repeat('a', 64), 1, now(), '{s}')"#
-        ))
-        .unwrap();
+        version_of_e1(
+            &s,
+            "employments",
+            r#"{"data": [{"id": "m1", "start_date": "2019-05-01T00:00:00",
+                "salary": [{"id": "s1", "start_date": "2019-05-01T00:00:00", "month_wage": 2846.50},
+                           {"id": "s2", "start_date": "2021-01-01T00:00:00", "month_wage": 2900.00}]}]}"#,
+            1,
+        );
         let refresh = || {
             Spi::get_one::<i64>("SELECT employes_timeline_refresh(ARRAY['e1'])")
                 .unwrap()
@@ -365,12 +367,7 @@ mod tests {
         use employes_sync_core::versions::NewVersion;
         use serde_json::json;
         let s = session();
-        let raw = Spi::get_one::<i64>(&format!(
-            "INSERT INTO employes_raw_data (kind, employee_id, payload, content_hash, version, valid_from, first_session_id)
-             VALUES ('employee', 'e1', '{{}}', repeat('a', 64), 1, now(), '{s}') RETURNING id"
-        ))
-        .unwrap()
-        .unwrap();
+        let raw = version_of_e1(&s, "employee", "{}", 1);
         assert_eq!(References::decide(), Ok(References::SetWise));
         Spi::run("SELECT set_config('session_replication_role', 'replica', true)").unwrap();
         // Each write for an employee of its own: a failed write is not rolled back here (the
