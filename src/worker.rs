@@ -316,22 +316,33 @@ fn run(session: String, xid: String) {
 /// The trigger may still be inside its transaction; the session row appears when it commits.
 fn wait_for_creator(session: &str, xid: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(24 * 3600);
+    let mut committed_at: Option<Instant> = None;
     loop {
         let state = in_tx(|| {
+            // The creator's state first, then the row (each query its own snapshot): read the
+            // other way round, a commit between the two looked like a session that never was.
+            let status: Option<String> =
+                Spi::get_one_with_args("SELECT pg_xact_status($1::xid8)", &[xid.to_owned().into()])
+                    .map_err(spi_err)?;
             let visible = Spi::get_one_with_args::<bool>(
                 "SELECT EXISTS (SELECT 1 FROM employes_sync_sessions WHERE id = $1::uuid)",
                 &[session.to_owned().into()],
             )
             .map_err(spi_err)?
             .unwrap_or(false);
-            let status: Option<String> =
-                Spi::get_one_with_args("SELECT pg_xact_status($1::xid8)", &[xid.to_owned().into()])
-                    .map_err(spi_err)?;
             Ok((visible, status))
         });
         match state {
             Ok((true, _)) => return true,
             Ok((false, Some(s))) if s == "in progress" => {}
+            // A commit is in the commit log a moment before every new snapshot sees it: wait a
+            // little for the row before concluding it is gone.
+            Ok((false, Some(s))) if s == "committed" => {
+                if committed_at.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(5)
+                {
+                    return false;
+                }
+            }
             Ok(_) | Err(_) => return false, // rolled back: nothing to do
         }
         if Instant::now() > deadline
