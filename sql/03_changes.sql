@@ -18,11 +18,15 @@ CREATE TABLE employes_changes (
     CONSTRAINT employes_changes_links_a_version CHECK (raw_from_id IS NOT NULL OR raw_to_id IS NOT NULL)
 );
 
--- The same change can never be recorded twice. The employee leads, so the same index answers
--- "the changes of this employee" (there is no second index on employee_id to keep up: each change
--- row a sync writes costs one index insertion fewer).
+-- The same change can never be recorded twice. The new version leads: the changes a sync writes
+-- link versions it has just created, whose ids are the highest, so their keys go to the right
+-- edge of the index instead of one random leaf page per employee (after a checkpoint, each such
+-- page costs a full-page image in the WAL).
 CREATE UNIQUE INDEX employes_changes_unique
-    ON employes_changes (employee_id, coalesce(raw_to_id, 0), coalesce(raw_from_id, 0), kind, field_path, change_type);
+    ON employes_changes (coalesce(raw_to_id, 0), coalesce(raw_from_id, 0), kind, field_path, change_type);
+-- "The changes of this employee": one narrow key, deduplicated by the B-tree (an employee's
+-- changes share one entry), so a sync's insertions touch few pages.
+CREATE INDEX employes_changes_employee ON employes_changes (employee_id);
 CREATE INDEX employes_changes_detected_at ON employes_changes (detected_at DESC);
 -- The few changes the timeline shows as events (status changes, leaving, coming back): one small
 -- index, so a timeline refresh does not read every change of every employee it recomputes.

@@ -177,31 +177,63 @@ mod tests {
         }
     }
 
-    /// The unique key of the changes leads with the employee, so it also finds an employee's
-    /// changes: there is no second index on employee_id for every change row to maintain.
-    #[pg_test]
-    fn an_employees_changes_are_found_through_the_unique_key() {
+    /// The plan of `query` with sequential scans off: which index answers it.
+    fn plan_of(query: &str) -> Vec<String> {
         Spi::run("SET LOCAL enable_seqscan = off").unwrap();
-        let plan: Vec<String> = Spi::connect(|c| {
-            c.select(
-                "EXPLAIN (COSTS OFF) SELECT * FROM employes_changes WHERE employee_id = 'e1' ORDER BY detected_at",
-                None,
-                &[],
-            )
-            .unwrap()
-            .map(|r| r.get::<String>(1).unwrap().unwrap_or_default())
-            .collect()
-        });
+        Spi::connect(|c| {
+            c.select(&format!("EXPLAIN (COSTS OFF) {query}"), None, &[])
+                .unwrap()
+                .map(|r| r.get::<String>(1).unwrap().unwrap_or_default())
+                .collect()
+        })
+    }
+
+    fn index_count(table: &str) -> i64 {
+        Spi::get_one::<i64>(&format!(
+            "SELECT count(*) FROM pg_index WHERE indrelid = '{table}'::regclass"
+        ))
+        .unwrap()
+        .unwrap()
+    }
+
+    /// An employee's changes are found through a narrow index of their own; the unique key
+    /// leads with the new version, so a sync's change rows land at its right edge.
+    #[pg_test]
+    fn an_employees_changes_are_found_through_the_employee_index() {
+        let plan =
+            plan_of("SELECT * FROM employes_changes WHERE employee_id = 'e1' ORDER BY detected_at");
         assert!(
-            plan.iter().any(|l| l.contains("employes_changes_unique")),
+            plan.iter().any(|l| l.contains("employes_changes_employee")),
             "{plan:?}"
         );
-        let indexes = Spi::get_one::<i64>(
-            "SELECT count(*) FROM pg_index WHERE indrelid = 'employes_changes'::regclass",
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(indexes, 4, "id, unique key, detected_at, timeline");
+        let key =
+            Spi::get_one::<String>("SELECT pg_get_indexdef('employes_changes_unique'::regclass)")
+                .unwrap()
+                .unwrap();
+        assert!(
+            key.contains("(COALESCE(raw_to_id, (0)::bigint), COALESCE(raw_from_id, (0)::bigint), kind, field_path, change_type)"),
+            "{key}"
+        );
+        assert_eq!(
+            index_count("employes_changes"),
+            5,
+            "id, unique key, employee, detected_at, timeline"
+        );
+    }
+
+    /// An employee's timeline, in date order as the README shows it, comes through the unique
+    /// key: the timeline keeps no second index for every new event to maintain.
+    #[pg_test]
+    fn an_employees_timeline_is_found_through_its_unique_key() {
+        let plan = plan_of(
+            "SELECT event_date, event_type, title, details FROM employes_timeline
+              WHERE employee_id = 'e1' ORDER BY event_date",
+        );
+        assert!(
+            plan.iter().any(|l| l.contains("employes_timeline_key")),
+            "{plan:?}"
+        );
+        assert_eq!(index_count("employes_timeline"), 1);
     }
 
     #[pg_test(error = "duplicate key value violates unique constraint \"employes_changes_unique\"")]
