@@ -403,12 +403,18 @@ struct Measured {
     all_upd: i64,
 }
 
-/// Lets the server settle before a measured step, ours or dbt's: a checkpoint and a VACUUM
-/// ANALYZE of the whole database, so the maintenance the previous step caused (autovacuum of
-/// 200,000 fresh rows, a checkpoint) does not land inside the next step's timing on 2 cores.
-/// Syncs run hours apart in production, with autovacuum done in between.
+/// Lets the server settle before a measured step, ours or dbt's: a checkpoint, written back to
+/// disk, and a VACUUM ANALYZE of the whole database, so the maintenance the previous step caused
+/// (autovacuum of 200,000 fresh rows, a checkpoint, the kernel writing back the checkpoint's
+/// hundreds of megabytes: the cluster runs with fsync off) does not land inside the next step's
+/// timing on 2 cores. Syncs run hours apart in production, with all of that done in between.
 fn quiesce(c: &mut Client) {
     c.batch_execute("/* bench */ CHECKPOINT").unwrap();
+    let synced = Command::new("sync").status();
+    assert!(
+        synced.as_ref().is_ok_and(|s| s.success()),
+        "sync: {synced:?}"
+    );
     c.batch_execute("/* bench */ VACUUM ANALYZE").unwrap();
 }
 
