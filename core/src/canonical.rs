@@ -79,16 +79,34 @@ pub(crate) fn is_id_keyed(items: &[Value]) -> bool {
 
 const I64_BOUND: f64 = 9_223_372_036_854_775_808.0;
 
+/// A number as its value, not its spelling: an integer as an integer, anything else as the
+/// shortest text of the nearest f64, which is what serde_json gives without its
+/// `arbitrary_precision` feature. Payloads are parsed with that feature, so that a stored payload
+/// keeps every number as the API wrote it (`2846.50`, not `2846.5`); hashes, diffs and ids must
+/// not see the spelling, and go through this (a number too large for an f64 keeps its text).
+pub fn plain_number(n: &Number) -> Number {
+    if let Some(i) = n.as_i64() {
+        return Number::from(i);
+    }
+    if let Some(u) = n.as_u64() {
+        return Number::from(u);
+    }
+    n.as_f64()
+        .and_then(Number::from_f64)
+        .unwrap_or_else(|| n.clone())
+}
+
 fn canonical_number(n: &Number) -> Number {
+    let n = plain_number(n);
     if n.is_i64() || n.is_u64() {
-        return n.clone();
+        return n;
     }
     match n.as_f64() {
         // -2^63 (inclusive) to 2^63 (exclusive): exactly the integers an i64 holds.
         Some(f) if f.fract() == 0.0 && (-I64_BOUND..I64_BOUND).contains(&f) => {
             Number::from(f as i64)
         }
-        _ => n.clone(),
+        _ => n,
     }
 }
 
@@ -144,6 +162,23 @@ mod tests {
         let b: Value = serde_json::from_str(r#"{"a":{"x":3,"y":2},"b":1}"#).unwrap();
         assert_eq!(canonical_string(&a), r#"{"a":{"x":3,"y":2},"b":1}"#);
         assert_eq!(canonical_string(&a), canonical_string(&b));
+    }
+
+    /// The payload keeps the spelling the API sent (it is stored from this Value); the hash does
+    /// not see it.
+    #[test]
+    fn a_numbers_spelling_is_kept_in_the_payload_but_is_not_content() {
+        let sent = r#"{"month_wage":2846.50,"hours_per_week":40.0,"yearly_wage":34158.000,"big":123456789012345678901234567890}"#;
+        let a: Value = serde_json::from_str(sent).unwrap();
+        assert_eq!(a.to_string(), sent);
+        let b: Value = serde_json::from_str(
+            r#"{"month_wage":2846.5,"hours_per_week":40,"yearly_wage":34158,"big":1.2345678901234568e29}"#,
+        )
+        .unwrap();
+        assert_eq!(canonical_string(&a), canonical_string(&b));
+        assert!(same(a, b));
+        let other: Value = serde_json::from_str(r#"{"month_wage":2846.51}"#).unwrap();
+        assert!(!same(other, json!({"month_wage": 2846.5})));
     }
 
     #[test]

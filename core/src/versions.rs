@@ -119,7 +119,7 @@ pub fn plan(
 pub fn record_id(record: &Value) -> Option<String> {
     match record.get("id") {
         Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(Value::Number(n)) => Some(crate::canonical::plain_number(n).to_string()),
         _ => None,
     }
 }
@@ -218,6 +218,11 @@ mod tests {
     fn record_ids_are_strings_or_numbers() {
         assert_eq!(record_id(&json!({"id":"x"})), Some("x".into()));
         assert_eq!(record_id(&json!({"id":42})), Some("42".into()));
+        // A number's id is its value as before payloads kept their spelling: 4.20e1 is 42.0.
+        for sent in [r#"{"id":42.0}"#, r#"{"id":4.20e1}"#] {
+            let v: Value = serde_json::from_str(sent).unwrap();
+            assert_eq!(record_id(&v), Some("42.0".into()), "{sent}");
+        }
         assert_eq!(record_id(&json!({"id":null})), None);
         assert_eq!(record_id(&json!({"id":" "})), None);
         assert_eq!(record_id(&json!({})), None);

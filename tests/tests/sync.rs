@@ -157,6 +157,79 @@ fn resync_without_changes_writes_nothing() {
     );
 }
 
+/// DESIGN: the payload is stored exactly as received. A number keeps the spelling the API sent
+/// (2846.50 stays 2846.50, not 2846.5), in the employee record and in the /employments history;
+/// a later sync that only spells it differently writes nothing.
+#[test]
+fn payloads_keep_numbers_as_the_api_wrote_them() {
+    let (_cluster, sim, mut c) = setup("exact_numbers", 20);
+    sync(&mut c);
+    let spelled = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+    let mut dump = sim.dump();
+    // An employee with a monthly wage in the record and salary periods in the history.
+    let i = dump["employees"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|e| {
+            e["record"]["employment"]["salary"]["month_wage"].is_number()
+                && e["record"]["employment"]["contract"]["hours_per_week"].is_number()
+                && e["employments"][0]["salary"]
+                    .as_array()
+                    .is_some_and(|p| p.last().is_some_and(|p| p["month_wage"].is_number()))
+        })
+        .unwrap();
+    let entry = &mut dump["employees"][i];
+    let id = entry["record"]["id"].as_str().unwrap().to_string();
+    assert_ne!(
+        entry["record"]["employment"]["salary"]["month_wage"].as_f64(),
+        Some(2846.5)
+    );
+    entry["record"]["employment"]["salary"]["month_wage"] = spelled("2846.50");
+    entry["record"]["employment"]["contract"]["hours_per_week"] = spelled("32.0");
+    let periods = entry["employments"][0]["salary"].as_array_mut().unwrap();
+    let last = periods.len() - 1;
+    periods[last]["month_wage"] = spelled("2846.50");
+    sim.load(dump.clone()).unwrap();
+    let s = sync(&mut c);
+    assert_eq!(s.status, "completed", "{s:?}");
+    assert_eq!(s.versions_written, 2, "{s:?}");
+    let stored = |c: &mut Client, kind: &str, path: &str| -> String {
+        c.query_one(
+            &format!(
+                "SELECT payload #>> '{path}' FROM employes_raw_data
+                  WHERE kind = $1 AND employee_id = $2 AND valid_to IS NULL"
+            ),
+            &[&kind, &id],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let wage = "{employment,salary,month_wage}";
+    assert_eq!(stored(&mut c, "employee", wage), "2846.50");
+    assert_eq!(
+        stored(&mut c, "employee", "{employment,contract,hours_per_week}"),
+        "32.0"
+    );
+    assert_eq!(
+        stored(
+            &mut c,
+            "employments",
+            &format!("{{data,0,salary,{last},month_wage}}")
+        ),
+        "2846.50"
+    );
+    // The same values spelled otherwise: not content, nothing written.
+    let entry = &mut dump["employees"][i];
+    entry["record"]["employment"]["salary"]["month_wage"] = spelled("2846.5");
+    entry["record"]["employment"]["contract"]["hours_per_week"] = spelled("32");
+    sim.load(dump).unwrap();
+    let s = sync(&mut c);
+    assert_eq!(s.status, "completed", "{s:?}");
+    assert_eq!((s.versions_written, s.changes_detected), (0, 0), "{s:?}");
+    assert_eq!(stored(&mut c, "employee", wage), "2846.50");
+}
+
 #[test]
 fn detected_changes_equal_the_simulators_ground_truth() {
     let (_cluster, sim, mut c) = setup("truth", 150);
