@@ -179,6 +179,11 @@ mod tests {
         assert!(same(a, b));
         let other: Value = serde_json::from_str(r#"{"month_wage":2846.51}"#).unwrap();
         assert!(!same(other, json!({"month_wage": 2846.5})));
+        // Beyond an f64 (serde_json refused such a body before): read, and content. serde_json
+        // writes it back as 1e+400, the same number for jsonb.
+        let huge: Value = serde_json::from_str(r#"{"w":1e400}"#).unwrap();
+        let huger: Value = serde_json::from_str(r#"{"w":1e401}"#).unwrap();
+        assert!(!same(huge, huger));
     }
 
     #[test]

@@ -379,15 +379,21 @@ fn a_users_trigger_on_the_history_fires_for_every_row_a_sync_writes() {
     // Without it, set-wise again; the history is whole either way.
     c.batch_execute("DROP TRIGGER audit ON employes_changes")
         .unwrap();
-    sim.advance_with(AdvanceOptions {
-        raises: Some(5),
-        ..AdvanceOptions::default()
-    });
-    let s = sync(&mut c);
-    assert_eq!(s.status, "completed", "{s:?}");
+    let s = raise_and_sync(&sim, &mut c, 5);
     assert!(s.changes_detected >= 5, "{s:?}");
     assert_eq!(references(&mut c, s.id), ["set-wise"]);
     assert_history_consistent(&mut c);
+}
+
+/// Gives `n` employees a raise and syncs; the sync must complete.
+fn raise_and_sync(sim: &Sim, c: &mut Client, n: usize) -> Session {
+    sim.advance_with(AdvanceOptions {
+        raises: Some(n),
+        ..AdvanceOptions::default()
+    });
+    let s = sync(c);
+    assert_eq!(s.status, "completed", "{s:?}");
+    s
 }
 
 /// A database may run its sessions with `session_replication_role = replica` (a logical
@@ -409,12 +415,7 @@ fn the_history_write_gives_a_configured_replication_role_back() {
     // Every session from now on runs as the database says, this client's too.
     let mut c = cluster.connect();
     sync(&mut c);
-    sim.advance_with(AdvanceOptions {
-        raises: Some(5),
-        ..AdvanceOptions::default()
-    });
-    let s = sync(&mut c);
-    assert_eq!(s.status, "completed", "{s:?}");
+    let s = raise_and_sync(&sim, &mut c, 5);
     assert!(s.versions_written >= 5, "{s:?}");
     // In replica mode a trigger of the default kind does not fire: no session update by the
     // worker, before or after its history writes, may have run as origin.
