@@ -33,32 +33,29 @@ CREATE TABLE employes_timeline (
 -- (src/api.rs, rules in core/src/timeline.rs): it reads each payload's text once and copies
 -- values into details as written. Wage arithmetic stays in numeric here. Status changes,
 -- leaving and coming back come from detected changes.
-CREATE FUNCTION employes_timeline_events(employee_ids text[])
+
+-- The details of an employment event as stored: the event's own (values as the payload writes
+-- them) and, for a salary change, amount and percent computed in numeric from the two wages.
+-- Inlined where it is called.
+CREATE FUNCTION employes_timeline_details(event_type text, details text, old_wage text, new_wage text)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN event_type = 'salary_changed'
+            THEN details::jsonb || jsonb_build_object(
+                     'amount', new_wage::numeric - old_wage::numeric,
+                     'percent', CASE WHEN old_wage::numeric > 0
+                                     THEN round((new_wage::numeric - old_wage::numeric) / old_wage::numeric * 100, 2) END)
+            ELSE details::jsonb END;
+COMMENT ON FUNCTION employes_timeline_details(text, text, text, text) IS
+    'The details jsonb of an employment event: its details text, plus amount and percent (numeric) for salary_changed.';
+
+-- The events of detected changes: status changed, left (deleted), restored.
+CREATE FUNCTION employes_timeline_change_events(employee_ids text[])
 RETURNS TABLE (employee_id text, event_date date, event_type text, title text, details jsonb, event_key text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, @extschema@, pg_temp
--- No Memoize: it would hash every whole payload to cache its events, and each is read once.
-SET enable_memoize = off
--- No JIT: compiling costs more than running, up to a second per call when the planner has no
--- statistics yet (a fresh install's first sync).
-SET jit = off
+ROWS 8
 AS $$
-    SELECT l.employee_id, e.event_date, e.event_type, e.title,
-           CASE WHEN e.event_type = 'salary_changed'
-                THEN e.details::jsonb || jsonb_build_object(
-                         'amount', w.new - w.old,
-                         'percent', CASE WHEN w.old > 0 THEN round((w.new - w.old) / w.old * 100, 2) END)
-                ELSE e.details::jsonb END,
-           e.event_key
-    -- One index probe per employee (version_unique: kind, employee_id, version), whatever the
-    -- planner believes about the table's size.
-    FROM (SELECT DISTINCT unnest(employee_ids) AS employee_id) i
-    CROSS JOIN LATERAL (SELECT d.employee_id, d.payload FROM employes_raw_data d
-                        WHERE d.kind = 'employments' AND d.employee_id = i.employee_id
-                        ORDER BY d.version DESC LIMIT 1) l
-    CROSS JOIN LATERAL employes_sync_employment_events(l.payload::text) e
-    CROSS JOIN LATERAL (SELECT e.old_wage::numeric AS old, e.new_wage::numeric AS new) w
-    UNION ALL
     SELECT c.employee_id,
            coalesce(c.effective_date, (c.detected_at AT TIME ZONE 'UTC')::date),
            CASE c.change_type WHEN 'status_change' THEN 'status_changed' WHEN 'deleted' THEN 'left' ELSE 'restored' END,
@@ -75,19 +72,68 @@ AS $$
     JOIN employes_changes c ON c.employee_id = i.employee_id
     WHERE c.kind = 'employee' AND c.change_type IN ('status_change', 'deleted', 'restored')
 $$;
+COMMENT ON FUNCTION employes_timeline_change_events(text[]) IS
+    'The timeline events (status changed, left, restored) of the given employees'' detected changes.';
+
+CREATE FUNCTION employes_timeline_events(employee_ids text[])
+RETURNS TABLE (employee_id text, event_date date, event_type text, title text, details jsonb, event_key text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, @extschema@, pg_temp
+-- No Memoize: it would hash every whole payload to cache its events, and each is read once.
+SET enable_memoize = off
+-- No JIT: compiling costs more than running, up to a second per call when the planner has no
+-- statistics yet (a fresh install's first sync).
+SET jit = off
+AS $$
+    SELECT l.employee_id, e.event_date, e.event_type, e.title,
+           employes_timeline_details(e.event_type, e.details, e.old_wage, e.new_wage), e.event_key
+    -- One index probe per employee (version_unique: kind, employee_id, version), whatever the
+    -- planner believes about the table's size.
+    FROM (SELECT DISTINCT unnest(employee_ids) AS employee_id) i
+    CROSS JOIN LATERAL (SELECT d.employee_id, d.payload FROM employes_raw_data d
+                        WHERE d.kind = 'employments' AND d.employee_id = i.employee_id
+                        ORDER BY d.version DESC LIMIT 1) l
+    CROSS JOIN LATERAL employes_sync_employment_events(l.payload::text) e
+    UNION ALL
+    SELECT * FROM employes_timeline_change_events(employee_ids)
+$$;
 COMMENT ON FUNCTION employes_timeline_events(text[]) IS
     'Computes the timeline events of the given employees from their latest /employments version and their detected changes.';
 
-CREATE FUNCTION employes_timeline_refresh(employee_ids text[] DEFAULT NULL) RETURNS bigint
+-- Writes the timeline rows of these employees. Their employment events are computed here from
+-- their latest /employments version (given = false), or given by the caller (given = true: a
+-- sync passes the events it computed from the payloads it has just written, with
+-- employes_sync_employment_events' rules, in the arrays e_*, one element per event); the events
+-- of their detected changes are read here either way. Internal: employes_timeline_refresh and
+-- the sync worker call it.
+CREATE FUNCTION employes_timeline_write(
+    employee_ids text[], given boolean,
+    e_employee text[] DEFAULT NULL, e_date date[] DEFAULT NULL, e_type text[] DEFAULT NULL,
+    e_title text[] DEFAULT NULL, e_details text[] DEFAULT NULL, e_key text[] DEFAULT NULL,
+    e_old_wage text[] DEFAULT NULL, e_new_wage text[] DEFAULT NULL)
+RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, @extschema@, pg_temp
 -- See employes_timeline_events: JIT compiling cost up to a second per call on a first sync.
 SET jit = off
 AS $$
 DECLARE
-    ids text[] := coalesce(employee_ids, ARRAY(SELECT DISTINCT r.employee_id FROM employes_raw_data r));
     n bigint;
 BEGIN
+    IF given AND (
+           cardinality(e_employee) IS DISTINCT FROM cardinality(e_date)
+        OR cardinality(e_employee) IS DISTINCT FROM cardinality(e_type)
+        OR cardinality(e_employee) IS DISTINCT FROM cardinality(e_title)
+        OR cardinality(e_employee) IS DISTINCT FROM cardinality(e_details)
+        OR cardinality(e_employee) IS DISTINCT FROM cardinality(e_key)
+        OR cardinality(e_employee) IS DISTINCT FROM cardinality(e_old_wage)
+        OR cardinality(e_employee) IS DISTINCT FROM cardinality(e_new_wage)
+        OR EXISTS (SELECT 1 FROM unnest(e_employee) x
+                    WHERE NOT EXISTS (SELECT 1 FROM unnest(employee_ids) i WHERE i = x))) THEN
+        RAISE EXCEPTION 'employes_timeline_write: the given events are not arrays of one length, each of an employee in employee_ids'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'e_employee to e_new_wage hold one element per event; every e_employee is one of employee_ids.';
+    END IF;
     -- Dynamic statements are planned for these ids every time: a plan cached while the tables
     -- were small (the first sync fills them) would scan everything for every batch.
     -- The stored events of these employees are read once, by one index probe per employee
@@ -97,9 +143,9 @@ BEGIN
     -- is gone are deleted, new keys inserted, changed ones updated, and identical rows (most of
     -- them: a raise adds one event to an employee's history) are left alone. Deletes touch only
     -- keys absent from the new events and the upsert only keys present, so the two never meet.
-    EXECUTE $q$
+    EXECUTE format($q$
         WITH ev AS MATERIALIZED (
-            SELECT * FROM employes_timeline_events($1)
+            %s
         ), old AS MATERIALIZED (
             SELECT o.*
               FROM (SELECT DISTINCT unnest($1) AS employee_id) i
@@ -124,11 +170,31 @@ BEGIN
                               AND record_image_eq(ROW(old.details), ROW(ev.details)))
         ON CONFLICT (employee_id, event_type, event_key)
         DO UPDATE SET event_date = excluded.event_date, title = excluded.title, details = excluded.details
-    $q$ USING ids;
+    $q$, CASE WHEN given THEN
+        'SELECT x.employee_id, x.event_date, x.event_type, x.title,
+                employes_timeline_details(x.event_type, x.details, x.old_wage, x.new_wage) AS details, x.event_key
+           FROM unnest($2, $3, $4, $5, $6, $7, $8, $9)
+                AS x (employee_id, event_date, event_type, title, details, event_key, old_wage, new_wage)
+         UNION ALL
+         SELECT * FROM employes_timeline_change_events($1)'
+    ELSE
+        'SELECT * FROM employes_timeline_events($1)'
+    END)
+    USING employee_ids, e_employee, e_date, e_type, e_title, e_details, e_key, e_old_wage, e_new_wage;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
 $$;
+COMMENT ON FUNCTION employes_timeline_write(text[], boolean, text[], date[], text[], text[], text[], text[], text[], text[]) IS
+    'Internal: writes the timeline rows of the given employees, from their latest /employments version or from the employment events given in e_*, and from their detected changes; only differences are written. Returns the rows inserted or updated.';
+
+CREATE FUNCTION employes_timeline_refresh(employee_ids text[] DEFAULT NULL) RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, @extschema@, pg_temp
+-- See employes_timeline_events: JIT compiling cost up to a second per call on a first sync.
+SET jit = off
+RETURN employes_timeline_write(
+    coalesce(employee_ids, ARRAY(SELECT DISTINCT r.employee_id FROM employes_raw_data r)), false);
 COMMENT ON FUNCTION employes_timeline_refresh(text[]) IS
     'Recomputes the timeline rows of the given employees (all when NULL) and writes only the differences; returns the rows inserted or updated. Syncs call it for the employees they changed.';
 

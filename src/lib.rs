@@ -268,6 +268,96 @@ mod tests {
         );
     }
 
+    /// The timeline a sync writes for the /employments versions it has just written (events
+    /// computed in Rust, on the text PostgreSQL prints for those payloads, not read back) is
+    /// byte for byte what a refresh computes from the stored versions: a refresh after it finds
+    /// nothing to write. e1's payload has escapes, keys in no order, trailing zeros, a contract
+    /// whose duration changes; e2's has a number PostgreSQL prints otherwise (1.5e1 is 15), so
+    /// its events are computed from the stored version.
+    #[pg_test]
+    fn a_syncs_timeline_is_what_a_refresh_computes() {
+        let s = session();
+        let payloads = [
+            (
+                "e1",
+                r#"{"data": [{"start_date": "2019-05-01T00:00:00", "id": "m1", "end_date": null,
+                    "contracts": [{"id": "c1", "start_date": "2019-05-01T00:00:00", "contract_duration": "1 jaar\n\"tijdelijk\""},
+                                  {"contract_duration": "onbepaald \u00e9", "id": "c2", "start_date": "2020-05-01T00:00:00",
+                                   "end_date": "2030-01-01T00:00:00"}],
+                    "hours": [{"id": "h1", "start_date": "2019-05-01T00:00:00", "hours_per_week": 40.0, "days_per_week": 5},
+                              {"id": "h2", "start_date": "2021-01-01T00:00:00", "hours_per_week": 32.00, "days_per_week": 4}],
+                    "salary": [{"month_wage": 2846.50, "id": "s1", "start_date": "2019-05-01T00:00:00"},
+                               {"id": "s2", "start_date": "2021-01-01T00:00:00", "month_wage": 2900.00}]}]}"#,
+            ),
+            (
+                "e2",
+                r#"{"data": [{"id": "m2", "start_date": "2020-01-01T00:00:00", "salary": [
+                    {"id": "s1", "start_date": "2020-01-01T00:00:00", "hour_wage": 1.5e1},
+                    {"id": "s2", "start_date": "2021-01-01T00:00:00", "hour_wage": 16}]}]}"#,
+            ),
+        ];
+        let mut plan = Vec::new();
+        for (id, text) in payloads {
+            Spi::run_with_args(
+                "INSERT INTO employes_raw_data (kind, employee_id, payload, content_hash, version, valid_from, first_session_id)
+                 VALUES ('employments', $1, $2::jsonb, repeat('a', 64), 1, now(), $3::uuid)",
+                &[id.into(), text.into(), s.as_str().into()],
+            )
+            .unwrap();
+            let payload: serde_json::Value = serde_json::from_str(text).unwrap();
+            let printed =
+                Spi::get_one_with_args::<String>("SELECT $1::jsonb::text", &[text.into()])
+                    .unwrap()
+                    .unwrap();
+            match employes_sync_core::timeline::jsonb_text(&payload) {
+                Some(ours) => assert_eq!(ours, printed),
+                None => assert_eq!(id, "e2", "{printed}"),
+            }
+            plan.push(employes_sync_core::versions::NewVersion {
+                employee_id: id.into(),
+                payload,
+                content_hash: "a".repeat(64),
+                version: 1,
+                close_raw_id: None,
+                from_raw_id: None,
+                changes: vec![],
+            });
+        }
+        crate::worker::write_timeline(&plan).unwrap();
+        let timeline = || {
+            Spi::get_one::<String>(
+                "SELECT string_agg(concat_ws(' | ', employee_id, event_date, event_type, title, details::text, event_key), E'\n'
+                                   ORDER BY employee_id, event_date, event_type, event_key)
+                   FROM employes_timeline",
+            )
+            .unwrap()
+            .unwrap()
+        };
+        let written = timeline();
+        assert_eq!(written.lines().count(), 8, "{written}");
+        assert!(
+            written.contains("e2 | 2021-01-01 | salary_changed | Salary changed | {\"amount\": 1, \"percent\": 6.67,"),
+            "{written}"
+        );
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT employes_timeline_refresh(ARRAY['e1', 'e2'])").unwrap(),
+            Some(0),
+            "a refresh found rows to write"
+        );
+        assert_eq!(timeline(), written);
+    }
+
+    #[pg_test(
+        error = "employes_timeline_write: the given events are not arrays of one length, each of an employee in employee_ids"
+    )]
+    fn timeline_write_refuses_events_of_an_employee_it_was_not_given() {
+        Spi::run(
+            "SELECT employes_timeline_write(ARRAY['e1'], true, ARRAY['e2'], ARRAY['2020-01-01']::date[], ARRAY['hired'],
+                                            ARRAY['Hired'], ARRAY['{}'], ARRAY['employment:m1:1'], ARRAY[NULL], ARRAY[NULL])",
+        )
+        .unwrap();
+    }
+
     /// A refresh leaves identical rows alone and rewrites a row whose details differ only in how
     /// a number is written (equal as jsonb, not byte for byte), as a rebuild would write it.
     #[pg_test]

@@ -22,6 +22,7 @@ use employes_sync_core::sync::{
     run_sync, ApplyStats, FinalStatus, Level, Outcome, Progress, SeenIds, StopReason, Store,
     SyncOptions,
 };
+use employes_sync_core::timeline;
 use employes_sync_core::versions::{self, Existing, Incoming};
 
 use crate::guc;
@@ -757,11 +758,76 @@ fn refresh_timeline(mut ids: Vec<String>) -> Result<(), String> {
         &[ids.into()],
         |_| Ok(()),
     )?;
+    count_timeline(t);
+    Ok(())
+}
+
+fn count_timeline(since: Instant) {
     TIMELINE_MS.fetch_add(
-        t.elapsed().as_millis() as u64,
+        since.elapsed().as_millis() as u64,
         std::sync::atomic::Ordering::Relaxed,
     );
-    Ok(())
+}
+
+/// Writes the timeline of the employees whose `/employments` versions this transaction has just
+/// written, in the caller's transaction, without reading those payloads back: their employment
+/// events are computed here, by the rules `employes_sync_employment_events` applies to a stored
+/// version (`timeline::employment_events` on the text PostgreSQL prints for the payload), and
+/// `employes_timeline_write` adds the events of detected changes and writes what differs. A
+/// payload PostgreSQL would print otherwise (a number written with an exponent) is recomputed
+/// from the stored version instead, by `employes_timeline_refresh`.
+pub(crate) fn write_timeline(plan: &[versions::NewVersion]) -> Result<(), String> {
+    let t = Instant::now();
+    let mut plan: Vec<&versions::NewVersion> = plan.iter().collect();
+    plan.sort_unstable_by(|a, b| a.employee_id.cmp(&b.employee_id));
+    let mut ids = Vec::with_capacity(plan.len());
+    let mut stored = Vec::new();
+    let (mut e_employee, mut e_date, mut e_type, mut e_title) = (vec![], vec![], vec![], vec![]);
+    let (mut e_details, mut e_key, mut e_old, mut e_new) = (vec![], vec![], vec![], vec![]);
+    for v in plan {
+        let events = timeline::jsonb_text(&v.payload)
+            .and_then(|text| timeline::employment_events(&text).ok());
+        let Some(events) = events else {
+            stored.push(v.employee_id.clone());
+            continue;
+        };
+        ids.push(v.employee_id.clone());
+        for e in events {
+            use chrono::Datelike;
+            e_employee.push(v.employee_id.clone());
+            // The core only gives dates with years 1 to 9999.
+            e_date.push(pgrx::prelude::Date::new_unchecked(
+                e.event_date.year() as isize,
+                e.event_date.month() as u8,
+                e.event_date.day() as u8,
+            ));
+            e_type.push(e.event_type.to_owned());
+            e_title.push(e.title);
+            e_details.push(e.details);
+            e_key.push(e.event_key);
+            e_old.push(e.old_wage);
+            e_new.push(e.new_wage);
+        }
+    }
+    if !ids.is_empty() {
+        exec(
+            "SELECT employes_timeline_write($1, true, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                ids.into(),
+                e_employee.into(),
+                e_date.into(),
+                e_type.into(),
+                e_title.into(),
+                e_details.into(),
+                e_key.into(),
+                e_old.into(),
+                e_new.into(),
+            ],
+            |_| Ok(()),
+        )?;
+    }
+    count_timeline(t);
+    refresh_timeline(stored)
 }
 
 /// Applies records whose content differs from the cached current version: looks up their
@@ -808,21 +874,6 @@ fn apply_batch(
         .iter()
         .map(|v| (v.employee_id.clone(), v.content_hash.clone()))
         .collect();
-    // Timeline events come from the history (employments) and, for the employee record, only
-    // from status changes and restorations: recompute just the employees that can have new ones.
-    let timeline_ids: Vec<String> = plan
-        .iter()
-        .filter(|v| {
-            kind == Kind::Employments
-                || v.changes.iter().any(|c| {
-                    matches!(
-                        c.change_type,
-                        ChangeType::StatusChange | ChangeType::Restored
-                    )
-                })
-        })
-        .map(|v| v.employee_id.clone())
-        .collect();
     let mut stats = ApplyStats::default();
     let mut mode = None;
     if !plan.is_empty() {
@@ -842,7 +893,25 @@ fn apply_batch(
         refs.triggers(true)?;
         mode = Some(refs);
     }
-    refresh_timeline(timeline_ids)?;
+    // Timeline events come from the history (employments: computed from the payloads just
+    // written) and, for the employee record, only from status changes and restorations:
+    // recompute just the employees that can have new ones.
+    match kind {
+        Kind::Employments => write_timeline(&plan)?,
+        Kind::Employee => refresh_timeline(
+            plan.iter()
+                .filter(|v| {
+                    v.changes.iter().any(|c| {
+                        matches!(
+                            c.change_type,
+                            ChangeType::StatusChange | ChangeType::Restored
+                        )
+                    })
+                })
+                .map(|v| v.employee_id.clone())
+                .collect(),
+        )?,
+    }
     let mut p = progress.clone();
     p.versions_written += stats.versions_written;
     p.changes_detected += stats.changes_detected;

@@ -244,6 +244,90 @@ fn plain(
     }
 }
 
+/// The text PostgreSQL prints for this value as a `jsonb` (`payload::jsonb::text`), which is
+/// what `employment_events` is defined on: keys ordered as `jsonb` stores them (shorter first,
+/// then byte order; a duplicate key was already dropped by the parser, the last one kept, as
+/// `jsonb` does), `": "` and `", "` between items, strings escaped as `jsonb` escapes them.
+/// `None` when a number is not written as PostgreSQL's `numeric` prints it (an exponent, a
+/// negative zero): the caller then lets PostgreSQL print the stored payload. Lets a sync
+/// compute the events of the payloads it has just written without reading them back.
+pub fn jsonb_text(v: &serde_json::Value) -> Option<String> {
+    let mut out = String::new();
+    write_jsonb(v, &mut out)?;
+    Some(out)
+}
+
+fn write_jsonb(v: &serde_json::Value, out: &mut String) -> Option<()> {
+    use serde_json::Value;
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => {
+            let text = n.to_string();
+            if !prints_as_numeric(&text) {
+                return None;
+            }
+            out.push_str(&text);
+        }
+        Value::String(s) => write_jsonb_string(s, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_jsonb(item, out)?;
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|(a, _), (b, _)| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+            out.push('{');
+            for (i, (key, value)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_jsonb_string(key, out);
+                out.push_str(": ");
+                write_jsonb(value, out)?;
+            }
+            out.push('}');
+        }
+    }
+    Some(())
+}
+
+/// Whether `numeric` prints this JSON number exactly as written: no exponent and no negative
+/// zero (JSON has no leading zeros, `+` or bare `.`, and `numeric` keeps trailing zeros).
+fn prints_as_numeric(text: &str) -> bool {
+    let digits = text.strip_prefix('-');
+    let negative = digits.is_some();
+    let digits = digits.unwrap_or(text);
+    digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && !(negative && digits.bytes().all(|b| b == b'0' || b == b'.'))
+}
+
+/// A string as `jsonb` prints it: `"` and `\\` escaped, the usual short escapes, other control
+/// characters as `\u00xx`, everything else as is.
+fn write_jsonb_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
 /// Where items without a start date go.
 #[derive(Clone, Copy)]
 enum Order {
@@ -690,6 +774,33 @@ mod tests {
 
     fn d(s: &str) -> NaiveDate {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn jsonb_text_is_the_text_postgres_prints_for_a_jsonb() {
+        let v: serde_json::Value = serde_json::from_str(
+            r#"{"bb": [1, 2.50, -0.5, 0, 12345678901234567890123456789, true, null, {}, []],
+                "b": {"z": 1, "a": 2, "a": 3}, "a": "x\"y\\z\n\t\b\f\r\u0001\u001f/é\u00e9 😀", "ba": -3.0}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            jsonb_text(&v).as_deref(),
+            Some(
+                r#"{"a": "x\"y\\z\n\t\b\f\r\u0001\u001f/éé 😀", "b": {"a": 3, "z": 1}, "ba": -3.0, "bb": [1, 2.50, -0.5, 0, 12345678901234567890123456789, true, null, {}, []]}"#
+            )
+        );
+        // numeric prints these differently (1000, 0): PostgreSQL has to print them.
+        for n in ["1e3", "1.5E-2", "2e+1", "-0", "-0.00"] {
+            let v: serde_json::Value =
+                serde_json::from_str(&format!(r#"{{"data": [{{"month_wage": {n}}}]}}"#)).unwrap();
+            assert_eq!(jsonb_text(&v), None, "{n}");
+        }
+        // The events of that text are the events of the payload.
+        let payload = r#"{"data": [{"start_date": "2020-01-01T00:00:00", "id": "m1",
+            "salary": [{"month_wage": 2000.00, "id": "s1", "start_date": "2020-01-01T00:00:00"},
+                       {"id": "s2", "start_date": "2021-01-01T00:00:00", "month_wage": 2100.50}]}]}"#;
+        let v: serde_json::Value = serde_json::from_str(payload).unwrap();
+        assert_eq!(events(&jsonb_text(&v).unwrap()), events(payload));
     }
 
     #[test]
