@@ -347,6 +347,28 @@ mod tests {
         assert_eq!(timeline(), written);
     }
 
+    /// The details expression is inlined into the timeline's statements, not called per event.
+    #[pg_test]
+    fn timeline_details_are_inlined() {
+        let plan: Vec<String> = Spi::connect_mut(|c| {
+            c.update(
+                "EXPLAIN (VERBOSE, COSTS OFF)
+                 SELECT employes_timeline_details(t, d, o, n)
+                   FROM (VALUES ('salary_changed', '{}', '1', '2')) v (t, d, o, n)",
+                None,
+                &[],
+            )
+            .unwrap()
+            .map(|r| r.get::<String>(1).unwrap().unwrap_or_default())
+            .collect()
+        });
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("jsonb_build_object") && !plan.contains("employes_timeline_details"),
+            "{plan}"
+        );
+    }
+
     #[pg_test(
         error = "employes_timeline_write: the given events are not arrays of one length, each of an employee in employee_ids"
     )]
