@@ -296,7 +296,7 @@ mod tests {
                     {"id": "s2", "start_date": "2021-01-01T00:00:00", "hour_wage": 16}]}]}"#,
             ),
         ];
-        let mut plan = Vec::new();
+        let (mut plan, mut incoming) = (Vec::new(), Vec::new());
         for (id, text) in payloads {
             Spi::run_with_args(
                 "INSERT INTO employes_raw_data (kind, employee_id, payload, content_hash, version, valid_from, first_session_id)
@@ -313,6 +313,11 @@ mod tests {
                 Some(ours) => assert_eq!(ours, printed),
                 None => assert_eq!(id, "e2", "{printed}"),
             }
+            incoming.push(employes_sync_core::versions::Incoming {
+                employee_id: id.into(),
+                payload: payload.clone(),
+                content_hash: "a".repeat(64),
+            });
             plan.push(employes_sync_core::versions::NewVersion {
                 employee_id: id.into(),
                 payload,
@@ -323,7 +328,7 @@ mod tests {
                 changes: vec![],
             });
         }
-        crate::worker::write_timeline(&plan).unwrap();
+        crate::worker::write_timeline(&plan, &crate::worker::payload_events(&incoming)).unwrap();
         let timeline = || {
             Spi::get_one::<String>(
                 "SELECT string_agg(concat_ws(' | ', employee_id, event_date, event_type, title, details::text, event_key), E'\n'

@@ -769,14 +769,36 @@ fn count_timeline(since: Instant) {
     );
 }
 
+/// The timeline events of each `/employments` payload of a batch, by employee: computed by the
+/// rules `employes_sync_employment_events` applies to a stored version (`timeline::employment_events`
+/// on the text PostgreSQL prints for the payload), before the batch's transaction starts, since
+/// they depend on the payload alone. `None` for a payload PostgreSQL would print otherwise (a
+/// number written with an exponent): its events are computed from the stored version instead.
+pub(crate) type PayloadEvents = HashMap<String, Option<Vec<timeline::EmploymentEvent>>>;
+
+pub(crate) fn payload_events(records: &[Incoming]) -> PayloadEvents {
+    let t = Instant::now();
+    let events = records
+        .iter()
+        .map(|r| {
+            let events = timeline::jsonb_text(&r.payload)
+                .and_then(|text| timeline::employment_events(&text).ok());
+            (r.employee_id.clone(), events)
+        })
+        .collect();
+    count_timeline(t);
+    events
+}
+
 /// Writes the timeline of the employees whose `/employments` versions this transaction has just
 /// written, in the caller's transaction, without reading those payloads back: their employment
-/// events are computed here, by the rules `employes_sync_employment_events` applies to a stored
-/// version (`timeline::employment_events` on the text PostgreSQL prints for the payload), and
-/// `employes_timeline_write` adds the events of detected changes and writes what differs. A
-/// payload PostgreSQL would print otherwise (a number written with an exponent) is recomputed
-/// from the stored version instead, by `employes_timeline_refresh`.
-pub(crate) fn write_timeline(plan: &[versions::NewVersion]) -> Result<(), String> {
+/// events were computed before the transaction (`payload_events`), and `employes_timeline_write`
+/// adds the events of detected changes and writes what differs. An employee whose events are
+/// not there is recomputed from the stored version, by `employes_timeline_refresh`.
+pub(crate) fn write_timeline(
+    plan: &[versions::NewVersion],
+    events: &PayloadEvents,
+) -> Result<(), String> {
     let t = Instant::now();
     let mut plan: Vec<&versions::NewVersion> = plan.iter().collect();
     plan.sort_unstable_by(|a, b| a.employee_id.cmp(&b.employee_id));
@@ -785,9 +807,7 @@ pub(crate) fn write_timeline(plan: &[versions::NewVersion]) -> Result<(), String
     let (mut e_employee, mut e_date, mut e_type, mut e_title) = (vec![], vec![], vec![], vec![]);
     let (mut e_details, mut e_key, mut e_old, mut e_new) = (vec![], vec![], vec![], vec![]);
     for v in plan {
-        let events = timeline::jsonb_text(&v.payload)
-            .and_then(|text| timeline::employment_events(&text).ok());
-        let Some(events) = events else {
+        let Some(Some(events)) = events.get(&v.employee_id) else {
             stored.push(v.employee_id.clone());
             continue;
         };
@@ -802,11 +822,11 @@ pub(crate) fn write_timeline(plan: &[versions::NewVersion]) -> Result<(), String
                 e.event_date.day() as u8,
             ));
             e_type.push(e.event_type.to_owned());
-            e_title.push(e.title);
-            e_details.push(e.details);
-            e_key.push(e.event_key);
-            e_old.push(e.old_wage);
-            e_new.push(e.new_wage);
+            e_title.push(e.title.clone());
+            e_details.push(e.details.clone());
+            e_key.push(e.event_key.clone());
+            e_old.push(e.old_wage.clone());
+            e_new.push(e.new_wage.clone());
         }
     }
     if !ids.is_empty() {
@@ -838,6 +858,7 @@ fn apply_batch(
     session: &str,
     kind: Kind,
     records: Vec<Incoming>,
+    events: &PayloadEvents,
     progress: &Progress,
 ) -> Result<Applied, String> {
     let ids: Vec<String> = records.iter().map(|r| r.employee_id.clone()).collect();
@@ -897,7 +918,7 @@ fn apply_batch(
     // written) and, for the employee record, only from status changes and restorations:
     // recompute just the employees that can have new ones.
     match kind {
-        Kind::Employments => write_timeline(&plan)?,
+        Kind::Employments => write_timeline(&plan, events)?,
         Kind::Employee => refresh_timeline(
             plan.iter()
                 .filter(|v| {
@@ -939,14 +960,20 @@ impl Store for SpiStore {
     ) -> Result<ApplyStats, String> {
         let session = self.session.clone();
         let progress = progress.clone();
-        let batch = std::sync::Mutex::new(Some(records));
+        // The timeline events of history payloads depend on the payloads alone: computed before
+        // the transaction, which they would otherwise lengthen.
+        let events = match kind {
+            Kind::Employments => payload_events(&records),
+            Kind::Employee => PayloadEvents::new(),
+        };
+        let batch = std::sync::Mutex::new(Some((records, events)));
         let (stats, written, mode) = in_tx(move || {
-            let records = batch
+            let (records, events) = batch
                 .lock()
                 .map_err(|e| e.to_string())?
                 .take()
                 .unwrap_or_default();
-            apply_batch(&session, kind, records, &progress)
+            apply_batch(&session, kind, records, &events, &progress)
         })?;
         if let Some(mode) = mode.filter(|m| self.references != Some(*m)) {
             self.references = Some(mode);
