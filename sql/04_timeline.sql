@@ -121,6 +121,11 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
+    IF given IS NULL OR employee_ids IS NULL THEN
+        RAISE EXCEPTION 'employes_timeline_write: employee_ids and given must not be NULL'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'employee_ids lists the employees to write (employes_timeline_refresh(NULL) rebuilds all); given says whether e_* hold their employment events.';
+    END IF;
     IF given AND (
            cardinality(e_employee) IS DISTINCT FROM cardinality(e_date)
         OR cardinality(e_employee) IS DISTINCT FROM cardinality(e_type)

@@ -35,14 +35,14 @@ fn employes_sync_worker_alive(pid: i32) -> bool {
 /// period: several times faster than the SQL expression it replaces.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn employes_sync_jdate(v: pgrx::JsonB) -> Option<pgrx::prelude::Date> {
+    employes_sync_core::classify::parse_api_date(&v.0).map(pg_date)
+}
+
+/// A date of the core as a PostgreSQL date. The core's dates have years 1 to 9999 (its parser
+/// refuses year 0, and four digits keep it below 10000), all within PostgreSQL's range.
+pub(crate) fn pg_date(d: chrono::NaiveDate) -> Date {
     use chrono::Datelike;
-    // Years 1 to 9999: the parser refuses year 0, and four digits keep it below 10000.
-    let d = employes_sync_core::classify::parse_api_date(&v.0)?;
-    Some(pgrx::prelude::Date::new_unchecked(
-        d.year() as isize,
-        d.month() as u8,
-        d.day() as u8,
-    ))
+    Date::new_unchecked(d.year() as isize, d.month() as u8, d.day() as u8)
 }
 
 /// The timeline events of one `/employments` payload, from its text (`payload::text`), so that
@@ -66,7 +66,6 @@ fn employes_sync_employment_events(
         name!(new_wage, Option<String>),
     ),
 > {
-    use chrono::Datelike;
     let events = match employes_sync_core::timeline::employment_events(payload) {
         Ok(events) => events,
         Err(e) => {
@@ -80,12 +79,7 @@ fn employes_sync_employment_events(
     };
     TableIterator::new(events.into_iter().map(|e| {
         (
-            // The core only gives dates with years 1 to 9999.
-            Date::new_unchecked(
-                e.event_date.year() as isize,
-                e.event_date.month() as u8,
-                e.event_date.day() as u8,
-            ),
+            pg_date(e.event_date),
             e.event_type.to_string(),
             e.title,
             e.details,

@@ -328,7 +328,7 @@ mod tests {
                 changes: vec![],
             });
         }
-        crate::worker::write_timeline(&plan, &crate::worker::payload_events(&incoming)).unwrap();
+        crate::worker::write_timeline(&plan, crate::worker::payload_events(&incoming)).unwrap();
         let timeline = || {
             Spi::get_one::<String>(
                 "SELECT string_agg(concat_ws(' | ', employee_id, event_date, event_type, title, details::text, event_key), E'\n'
@@ -383,6 +383,22 @@ mod tests {
                                             ARRAY['Hired'], ARRAY['{}'], ARRAY['employment:m1:1'], ARRAY[NULL], ARRAY[NULL])",
         )
         .unwrap();
+    }
+
+    #[pg_test(
+        error = "employes_timeline_write: the given events are not arrays of one length, each of an employee in employee_ids"
+    )]
+    fn timeline_write_refuses_event_arrays_of_different_lengths() {
+        Spi::run(
+            "SELECT employes_timeline_write(ARRAY['e1'], true, ARRAY['e1', 'e1'], ARRAY['2020-01-01']::date[], ARRAY['hired'],
+                                            ARRAY['Hired'], ARRAY['{}'], ARRAY['employment:m1:1'], ARRAY[NULL], ARRAY[NULL])",
+        )
+        .unwrap();
+    }
+
+    #[pg_test(error = "employes_timeline_write: employee_ids and given must not be NULL")]
+    fn timeline_write_refuses_a_null_given() {
+        Spi::run("SELECT employes_timeline_write(ARRAY['e1'], NULL)").unwrap();
     }
 
     /// A refresh leaves identical rows alone and rewrites a row whose details differ only in how

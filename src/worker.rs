@@ -797,7 +797,7 @@ pub(crate) fn payload_events(records: &[Incoming]) -> PayloadEvents {
 /// not there is recomputed from the stored version, by `employes_timeline_refresh`.
 pub(crate) fn write_timeline(
     plan: &[versions::NewVersion],
-    events: &PayloadEvents,
+    mut events: PayloadEvents,
 ) -> Result<(), String> {
     let t = Instant::now();
     let mut plan: Vec<&versions::NewVersion> = plan.iter().collect();
@@ -807,26 +807,20 @@ pub(crate) fn write_timeline(
     let (mut e_employee, mut e_date, mut e_type, mut e_title) = (vec![], vec![], vec![], vec![]);
     let (mut e_details, mut e_key, mut e_old, mut e_new) = (vec![], vec![], vec![], vec![]);
     for v in plan {
-        let Some(Some(events)) = events.get(&v.employee_id) else {
+        let Some(Some(events)) = events.remove(&v.employee_id) else {
             stored.push(v.employee_id.clone());
             continue;
         };
         ids.push(v.employee_id.clone());
         for e in events {
-            use chrono::Datelike;
             e_employee.push(v.employee_id.clone());
-            // The core only gives dates with years 1 to 9999.
-            e_date.push(pgrx::prelude::Date::new_unchecked(
-                e.event_date.year() as isize,
-                e.event_date.month() as u8,
-                e.event_date.day() as u8,
-            ));
+            e_date.push(crate::api::pg_date(e.event_date));
             e_type.push(e.event_type.to_owned());
-            e_title.push(e.title.clone());
-            e_details.push(e.details.clone());
-            e_key.push(e.event_key.clone());
-            e_old.push(e.old_wage.clone());
-            e_new.push(e.new_wage.clone());
+            e_title.push(e.title);
+            e_details.push(e.details);
+            e_key.push(e.event_key);
+            e_old.push(e.old_wage);
+            e_new.push(e.new_wage);
         }
     }
     if !ids.is_empty() {
@@ -858,7 +852,7 @@ fn apply_batch(
     session: &str,
     kind: Kind,
     records: Vec<Incoming>,
-    events: &PayloadEvents,
+    events: PayloadEvents,
     progress: &Progress,
 ) -> Result<Applied, String> {
     let ids: Vec<String> = records.iter().map(|r| r.employee_id.clone()).collect();
@@ -973,7 +967,7 @@ impl Store for SpiStore {
                 .map_err(|e| e.to_string())?
                 .take()
                 .unwrap_or_default();
-            apply_batch(&session, kind, records, &events, &progress)
+            apply_batch(&session, kind, records, events, &progress)
         })?;
         if let Some(mode) = mode.filter(|m| self.references != Some(*m)) {
             self.references = Some(mode);
