@@ -15,11 +15,13 @@ COMMENT ON FUNCTION employes_sync_employment_events(text) IS
     'The timeline events (hired, rehired, terminated, contract started/renewed/ended, salary and hours changed) of one /employments payload given as text; details copy its values as written, old_wage/new_wage are the wages a salary event compares.';
 
 -- One row per event in an employee's working life: from the history periods of the latest
--- /employments version and from detected changes. Maintained incrementally: each sync
--- transaction that writes versions for some employees recomputes those employees' events in the
--- same transaction, so the timeline is never behind the data and its cost follows the changes,
--- not the size of the company (a full REFRESH of a materialized view took 47 s at 100,000
--- employees for a 1% change; see bench/README.md).
+-- /employments version and from detected changes. Maintained incrementally, in the same
+-- transaction as the versions it derives from, so the timeline is never behind the data and its
+-- cost follows the changes, not the size of the company (a full REFRESH of a materialized view
+-- took 47 s at 100,000 employees for a 1% change; see bench/README.md): a sync that writes an
+-- /employments version writes the difference between the old and the new payload's events
+-- (employes_timeline_apply), and recomputes the employees whose status changed
+-- (employes_timeline_refresh).
 CREATE TABLE employes_timeline (
     employee_id text NOT NULL,
     event_date  date NOT NULL,
@@ -101,57 +103,29 @@ $$;
 COMMENT ON FUNCTION employes_timeline_events(text[]) IS
     'Computes the timeline events of the given employees from their latest /employments version and their detected changes.';
 
--- Writes the timeline rows of these employees. Their employment events are computed here from
--- their latest /employments version (given = false), or given by the caller (given = true: a
--- sync passes the events it computed from the payloads it has just written, with
--- employes_sync_employment_events' rules, in the arrays e_*, one element per event); the events
--- of their detected changes are read here either way. Internal: employes_timeline_refresh and
--- the sync worker call it.
-CREATE FUNCTION employes_timeline_write(
-    employee_ids text[], given boolean,
-    e_employee text[] DEFAULT NULL, e_date date[] DEFAULT NULL, e_type text[] DEFAULT NULL,
-    e_title text[] DEFAULT NULL, e_details text[] DEFAULT NULL, e_key text[] DEFAULT NULL,
-    e_old_wage text[] DEFAULT NULL, e_new_wage text[] DEFAULT NULL)
-RETURNS bigint
+-- Recomputes the timeline rows of these employees (all when NULL) from their latest /employments
+-- version and their detected changes, and writes only what differs.
+CREATE FUNCTION employes_timeline_refresh(employee_ids text[] DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, @extschema@, pg_temp
 -- See employes_timeline_events: JIT compiling cost up to a second per call on a first sync.
 SET jit = off
 AS $$
 DECLARE
+    ids text[] := coalesce(employee_ids, ARRAY(SELECT DISTINCT r.employee_id FROM employes_raw_data r));
     n bigint;
 BEGIN
-    IF given IS NULL OR employee_ids IS NULL THEN
-        RAISE EXCEPTION 'employes_timeline_write: employee_ids and given must not be NULL'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'employee_ids lists the employees to write (employes_timeline_refresh(NULL) rebuilds all); given says whether e_* hold their employment events.';
-    END IF;
-    IF given AND (
-           cardinality(e_employee) IS DISTINCT FROM cardinality(e_date)
-        OR cardinality(e_employee) IS DISTINCT FROM cardinality(e_type)
-        OR cardinality(e_employee) IS DISTINCT FROM cardinality(e_title)
-        OR cardinality(e_employee) IS DISTINCT FROM cardinality(e_details)
-        OR cardinality(e_employee) IS DISTINCT FROM cardinality(e_key)
-        OR cardinality(e_employee) IS DISTINCT FROM cardinality(e_old_wage)
-        OR cardinality(e_employee) IS DISTINCT FROM cardinality(e_new_wage)
-        OR EXISTS (SELECT 1 FROM unnest(e_employee) x
-                    WHERE NOT EXISTS (SELECT 1 FROM unnest(employee_ids) i WHERE i = x))) THEN
-        RAISE EXCEPTION 'employes_timeline_write: the given events are not arrays of one length, each of an employee in employee_ids'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'e_employee to e_new_wage hold one element per event; every e_employee is one of employee_ids.';
-    END IF;
-    -- Dynamic statements are planned for these ids every time: a plan cached while the tables
-    -- were small (the first sync fills them) would scan everything for every batch.
+    -- A dynamic statement is planned for these ids every time: a plan cached while the tables
+    -- were small would scan everything on every call.
     -- The stored events of these employees are read once, by one index probe per employee
     -- (OFFSET 0 keeps the probe whatever the statistics say: on a fresh install there are none,
-    -- and a join planned for an "empty" table read the whole timeline on every call of a first
-    -- sync, 10 times slower at 100,000 employees). Only what differs is written: events whose key
-    -- is gone are deleted, new keys inserted, changed ones updated, and identical rows (most of
-    -- them: a raise adds one event to an employee's history) are left alone. Deletes touch only
-    -- keys absent from the new events and the upsert only keys present, so the two never meet.
-    EXECUTE format($q$
+    -- and a join planned for an "empty" table read the whole timeline on every call). Only what
+    -- differs is written: events whose key is gone are deleted, new keys inserted, changed ones
+    -- updated, and identical rows are left alone. Deletes touch only keys absent from the new
+    -- events and the upsert only keys present, so the two never meet.
+    EXECUTE $q$
         WITH ev AS MATERIALIZED (
-            %s
+            SELECT * FROM employes_timeline_events($1)
         ), old AS MATERIALIZED (
             SELECT o.*
               FROM (SELECT DISTINCT unnest($1) AS employee_id) i
@@ -176,33 +150,69 @@ BEGIN
                               AND record_image_eq(ROW(old.details), ROW(ev.details)))
         ON CONFLICT (employee_id, event_type, event_key)
         DO UPDATE SET event_date = excluded.event_date, title = excluded.title, details = excluded.details
-    $q$, CASE WHEN given THEN
-        'SELECT x.employee_id, x.event_date, x.event_type, x.title,
-                employes_timeline_details(x.event_type, x.details, x.old_wage, x.new_wage) AS details, x.event_key
-           FROM unnest($2, $3, $4, $5, $6, $7, $8, $9)
-                AS x (employee_id, event_date, event_type, title, details, event_key, old_wage, new_wage)
-         UNION ALL
-         SELECT * FROM employes_timeline_change_events($1)'
-    ELSE
-        'SELECT * FROM employes_timeline_events($1)'
-    END)
-    USING employee_ids, e_employee, e_date, e_type, e_title, e_details, e_key, e_old_wage, e_new_wage;
+    $q$ USING ids;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
 $$;
-COMMENT ON FUNCTION employes_timeline_write(text[], boolean, text[], date[], text[], text[], text[], text[], text[], text[]) IS
-    'Internal: writes the timeline rows of the given employees, from their latest /employments version or from the employment events given in e_*, and from their detected changes; only differences are written. Returns the rows inserted or updated.';
-
-CREATE FUNCTION employes_timeline_refresh(employee_ids text[] DEFAULT NULL) RETURNS bigint
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, @extschema@, pg_temp
--- See employes_timeline_events: JIT compiling cost up to a second per call on a first sync.
-SET jit = off
-RETURN employes_timeline_write(
-    coalesce(employee_ids, ARRAY(SELECT DISTINCT r.employee_id FROM employes_raw_data r)), false);
 COMMENT ON FUNCTION employes_timeline_refresh(text[]) IS
-    'Recomputes the timeline rows of the given employees (all when NULL) and writes only the differences; returns the rows inserted or updated. Syncs call it for the employees they changed.';
+    'Recomputes the timeline rows of the given employees (all when NULL) and writes only the differences; returns the rows inserted or updated. Syncs call it for the employees whose status changed, and for a payload whose events they cannot compute themselves.';
+
+-- Applies a change of employment events that a sync computed itself: when it writes a new
+-- /employments version, it computes the events of the old payload and of the new one with
+-- employes_sync_employment_events' rules (core/src/timeline.rs) and passes the difference: the
+-- keys of events to delete (gone_*) and the events to insert or update (e_*, one element per
+-- event). The stored rows are the old payload's events, so the difference is all that needs
+-- writing: a raise writes one row instead of reading and comparing the employee's whole
+-- timeline. Internal: the sync worker calls it.
+CREATE FUNCTION employes_timeline_apply(
+    gone_employee text[], gone_type text[], gone_key text[],
+    e_employee text[], e_date date[], e_type text[], e_title text[], e_details text[], e_key text[],
+    e_old_wage text[], e_new_wage text[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, @extschema@, pg_temp
+SET jit = off
+AS $$
+DECLARE
+    deleted bigint := 0;
+    written bigint;
+BEGIN
+    IF num_nulls(gone_employee, gone_type, gone_key, e_employee, e_date, e_type, e_title, e_details, e_key,
+                 e_old_wage, e_new_wage) > 0
+       OR cardinality(gone_type) <> cardinality(gone_employee) OR cardinality(gone_key) <> cardinality(gone_employee)
+       OR cardinality(e_date) <> cardinality(e_employee) OR cardinality(e_type) <> cardinality(e_employee)
+       OR cardinality(e_title) <> cardinality(e_employee) OR cardinality(e_details) <> cardinality(e_employee)
+       OR cardinality(e_key) <> cardinality(e_employee) OR cardinality(e_old_wage) <> cardinality(e_employee)
+       OR cardinality(e_new_wage) <> cardinality(e_employee) THEN
+        RAISE EXCEPTION 'employes_timeline_apply: the keys to delete and the events to write must be non-NULL arrays of one length each'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'gone_employee, gone_type and gone_key hold one element per event to delete; e_employee to e_new_wage one per event to write.';
+    END IF;
+    IF cardinality(gone_employee) > 0 THEN
+        -- One index probe per key, whatever the statistics say (OFFSET 0).
+        DELETE FROM employes_timeline t
+         WHERE t.ctid = ANY (ARRAY(
+             SELECT x.ctid
+               FROM unnest(gone_employee, gone_type, gone_key) AS g (employee_id, event_type, event_key)
+              CROSS JOIN LATERAL (SELECT x.ctid FROM employes_timeline x
+                                   WHERE x.employee_id = g.employee_id AND x.event_type = g.event_type
+                                     AND x.event_key = g.event_key OFFSET 0) x));
+        GET DIAGNOSTICS deleted = ROW_COUNT;
+    END IF;
+    INSERT INTO employes_timeline AS t
+    SELECT x.employee_id, x.event_date, x.event_type, x.title,
+           employes_timeline_details(x.event_type, x.details, x.old_wage, x.new_wage), x.event_key
+      FROM unnest(e_employee, e_date, e_type, e_title, e_details, e_key, e_old_wage, e_new_wage)
+           AS x (employee_id, event_date, event_type, title, details, event_key, old_wage, new_wage)
+    ON CONFLICT (employee_id, event_type, event_key)
+    DO UPDATE SET event_date = excluded.event_date, title = excluded.title, details = excluded.details;
+    GET DIAGNOSTICS written = ROW_COUNT;
+    RETURN deleted + written;
+END
+$$;
+COMMENT ON FUNCTION employes_timeline_apply(text[], text[], text[], text[], date[], text[], text[], text[], text[], text[], text[]) IS
+    'Internal: deletes the given employment events (by employee, type and key) and inserts or updates the given ones; returns the rows deleted, inserted or updated.';
 
 -- The only index: it finds an employee's events (a handful, sorted by date in no time) and is the
 -- upsert's arbiter. A second index on (employee_id, event_date) cost each new event another

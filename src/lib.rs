@@ -269,66 +269,94 @@ mod tests {
     }
 
     /// The timeline a sync writes for the /employments versions it has just written (events
-    /// computed in Rust, on the text PostgreSQL prints for those payloads, not read back) is
-    /// byte for byte what a refresh computes from the stored versions: a refresh after it finds
-    /// nothing to write. e1's payload has escapes, keys in no order, trailing zeros, a contract
-    /// whose duration changes; e2's has a number PostgreSQL prints otherwise (1.5e1 is 15), so
-    /// its events are computed from the stored version.
+    /// computed in Rust, on the text PostgreSQL prints for those payloads, not read back, and
+    /// only their difference from the replaced version's written) is byte for byte what a
+    /// refresh computes from the stored versions: a refresh after it finds nothing to write.
+    /// Version 1 of e1 has escapes, keys in no order, trailing zeros, a contract whose duration
+    /// changes; version 2 adds a raise, withdraws a contract and corrects a duration. e2's
+    /// payload has a number PostgreSQL prints otherwise (1.5e1 is 15), so its events are
+    /// computed from the stored version; e3's replaced version is not at hand (the lookup did
+    /// not return it), so it is recomputed too.
     #[pg_test]
     fn a_syncs_timeline_is_what_a_refresh_computes() {
         let s = session();
-        let payloads = [
-            (
-                "e1",
-                r#"{"data": [{"start_date": "2019-05-01T00:00:00", "id": "m1", "end_date": null,
+        let e1_v1 = r#"{"data": [{"start_date": "2019-05-01T00:00:00", "id": "m1", "end_date": null,
                     "contracts": [{"id": "c1", "start_date": "2019-05-01T00:00:00", "contract_duration": "1 jaar\n\"tijdelijk\""},
                                   {"contract_duration": "onbepaald \u00e9", "id": "c2", "start_date": "2020-05-01T00:00:00",
                                    "end_date": "2030-01-01T00:00:00"}],
                     "hours": [{"id": "h1", "start_date": "2019-05-01T00:00:00", "hours_per_week": 40.0, "days_per_week": 5},
                               {"id": "h2", "start_date": "2021-01-01T00:00:00", "hours_per_week": 32.00, "days_per_week": 4}],
                     "salary": [{"month_wage": 2846.50, "id": "s1", "start_date": "2019-05-01T00:00:00"},
-                               {"id": "s2", "start_date": "2021-01-01T00:00:00", "month_wage": 2900.00}]}]}"#,
-            ),
-            (
-                "e2",
-                r#"{"data": [{"id": "m2", "start_date": "2020-01-01T00:00:00", "salary": [
+                               {"id": "s2", "start_date": "2021-01-01T00:00:00", "month_wage": 2900.00}]}]}"#;
+        let e1_v2 = r#"{"data": [{"start_date": "2019-05-01T00:00:00", "id": "m1", "end_date": null,
+                    "contracts": [{"id": "c1", "start_date": "2019-05-01T00:00:00", "contract_duration": "2 jaar"}],
+                    "hours": [{"id": "h1", "start_date": "2019-05-01T00:00:00", "hours_per_week": 40.0, "days_per_week": 5},
+                              {"id": "h2", "start_date": "2021-01-01T00:00:00", "hours_per_week": 32.00, "days_per_week": 4}],
+                    "salary": [{"month_wage": 2846.50, "id": "s1", "start_date": "2019-05-01T00:00:00"},
+                               {"id": "s2", "start_date": "2021-01-01T00:00:00", "month_wage": 2900.00},
+                               {"id": "s3", "start_date": "2022-01-01T00:00:00", "month_wage": 3000}]}]}"#;
+        let e2 = r#"{"data": [{"id": "m2", "start_date": "2020-01-01T00:00:00", "salary": [
                     {"id": "s1", "start_date": "2020-01-01T00:00:00", "hour_wage": 1.5e1},
-                    {"id": "s2", "start_date": "2021-01-01T00:00:00", "hour_wage": 16}]}]}"#,
-            ),
-        ];
-        let (mut plan, mut incoming) = (Vec::new(), Vec::new());
-        for (id, text) in payloads {
-            Spi::run_with_args(
-                "INSERT INTO employes_raw_data (kind, employee_id, payload, content_hash, version, valid_from, first_session_id)
-                 VALUES ('employments', $1, $2::jsonb, repeat('a', 64), 1, now(), $3::uuid)",
-                &[id.into(), text.into(), s.as_str().into()],
-            )
-            .unwrap();
-            let payload: serde_json::Value = serde_json::from_str(text).unwrap();
-            let printed =
-                Spi::get_one_with_args::<String>("SELECT $1::jsonb::text", &[text.into()])
-                    .unwrap()
-                    .unwrap();
-            match employes_sync_core::timeline::jsonb_text(&payload) {
-                Some(ours) => assert_eq!(ours, printed),
-                None => assert_eq!(id, "e2", "{printed}"),
+                    {"id": "s2", "start_date": "2021-01-01T00:00:00", "hour_wage": 16}]}]}"#;
+        let e3_v2 = r#"{"data": [{"id": "m3", "start_date": "2020-01-01T00:00:00", "salary": [
+                    {"id": "s1", "start_date": "2020-01-01T00:00:00", "hour_wage": 15},
+                    {"id": "s2", "start_date": "2021-01-01T00:00:00", "hour_wage": 16}]}]}"#;
+        let e3_v1 = r#"{"data": [{"id": "m3", "start_date": "2020-01-01T00:00:00", "salary": [
+                    {"id": "s1", "start_date": "2020-01-01T00:00:00", "hour_wage": 15}]}]}"#;
+        // Stores a version and writes the timeline as a sync does; `replaced`: the payload text
+        // the batch's lookup returned for the version before, by employee.
+        let sync = |versions: &[(&str, &str, i32)], replaced: &[(&str, Option<&str>)]| {
+            let (mut plan, mut incoming) = (Vec::new(), Vec::new());
+            for &(id, text, version) in versions {
+                Spi::run_with_args(
+                    "UPDATE employes_raw_data SET valid_to = now() WHERE kind = 'employments' AND employee_id = $1 AND valid_to IS NULL",
+                    &[id.into()],
+                )
+                .unwrap();
+                Spi::run_with_args(
+                    "INSERT INTO employes_raw_data (kind, employee_id, payload, content_hash, version, valid_from, first_session_id)
+                     VALUES ('employments', $1, $2::jsonb, repeat('a', 64), $3, now(), $4::uuid)",
+                    &[id.into(), text.into(), version.into(), s.as_str().into()],
+                )
+                .unwrap();
+                let payload: serde_json::Value = serde_json::from_str(text).unwrap();
+                let printed =
+                    Spi::get_one_with_args::<String>("SELECT $1::jsonb::text", &[text.into()])
+                        .unwrap()
+                        .unwrap();
+                match employes_sync_core::timeline::jsonb_text(&payload) {
+                    Some(ours) => assert_eq!(ours, printed),
+                    None => assert_eq!(id, "e2", "{printed}"),
+                }
+                incoming.push(employes_sync_core::versions::Incoming {
+                    employee_id: id.into(),
+                    payload: payload.clone(),
+                    content_hash: "a".repeat(64),
+                });
+                plan.push(employes_sync_core::versions::NewVersion {
+                    employee_id: id.into(),
+                    payload,
+                    content_hash: "a".repeat(64),
+                    version,
+                    close_raw_id: None,
+                    from_raw_id: None,
+                    changes: vec![],
+                });
             }
-            incoming.push(employes_sync_core::versions::Incoming {
-                employee_id: id.into(),
-                payload: payload.clone(),
-                content_hash: "a".repeat(64),
-            });
-            plan.push(employes_sync_core::versions::NewVersion {
-                employee_id: id.into(),
-                payload,
-                content_hash: "a".repeat(64),
-                version: 1,
-                close_raw_id: None,
-                from_raw_id: None,
-                changes: vec![],
-            });
-        }
-        crate::worker::write_timeline(&plan, crate::worker::payload_events(&incoming)).unwrap();
+            let stored: crate::worker::StoredPayloads = replaced
+                .iter()
+                .map(|&(id, text)| {
+                    let printed = text.map(|t| {
+                        Spi::get_one_with_args::<String>("SELECT $1::jsonb::text", &[t.into()])
+                            .unwrap()
+                            .unwrap()
+                    });
+                    (id.to_owned(), printed)
+                })
+                .collect();
+            crate::worker::write_timeline(&plan, crate::worker::payload_events(&incoming), &stored)
+                .unwrap();
+        };
         let timeline = || {
             Spi::get_one::<String>(
                 "SELECT string_agg(concat_ws(' | ', employee_id, event_date, event_type, title, details::text, event_key), E'\n'
@@ -338,18 +366,35 @@ mod tests {
             .unwrap()
             .unwrap()
         };
-        let written = timeline();
-        assert_eq!(written.lines().count(), 8, "{written}");
+        let refresh_writes = || {
+            Spi::get_one::<i64>("SELECT employes_timeline_refresh(ARRAY['e1', 'e2', 'e3'])")
+                .unwrap()
+                .unwrap()
+        };
+        sync(&[("e1", e1_v1, 1), ("e2", e2, 1), ("e3", e3_v1, 1)], &[]);
+        let first = timeline();
+        assert_eq!(first.lines().count(), 9, "{first}");
         assert!(
-            written.contains("e2 | 2021-01-01 | salary_changed | Salary changed | {\"amount\": 1, \"percent\": 6.67,"),
-            "{written}"
+            first.contains("e2 | 2021-01-01 | salary_changed | Salary changed | {\"amount\": 1, \"percent\": 6.67,"),
+            "{first}"
         );
-        assert_eq!(
-            Spi::get_one::<i64>("SELECT employes_timeline_refresh(ARRAY['e1', 'e2'])").unwrap(),
-            Some(0),
-            "a refresh found rows to write"
+        assert_eq!(refresh_writes(), 0, "a refresh found rows to write");
+        assert_eq!(timeline(), first);
+        sync(
+            &[("e1", e1_v2, 2), ("e3", e3_v2, 2)],
+            &[("e1", Some(e1_v1)), ("e3", None)],
         );
-        assert_eq!(timeline(), written);
+        let second = timeline();
+        assert_eq!(second.lines().count(), 9, "{second}");
+        assert!(
+            second.contains("e1 | 2022-01-01 | salary_changed | Salary changed | {\"amount\": 100.00, \"percent\": 3.45,")
+                && second.contains("e1 | 2019-05-01 | contract_started | Contract started | {\"end_date\": null, \"start_date\": \"2019-05-01T00:00:00\", \"contract_id\": \"c1\", \"contract_duration\": \"2 jaar\"")
+                && !second.contains("contract:m1:c2")
+                && second.contains("e3 | 2021-01-01 | salary_changed"),
+            "{second}"
+        );
+        assert_eq!(refresh_writes(), 0, "a refresh found rows to write");
+        assert_eq!(timeline(), second);
     }
 
     /// The details expression is inlined into the timeline's statements, not called per event.
@@ -375,30 +420,61 @@ mod tests {
     }
 
     #[pg_test(
-        error = "employes_timeline_write: the given events are not arrays of one length, each of an employee in employee_ids"
+        error = "employes_timeline_apply: the keys to delete and the events to write must be non-NULL arrays of one length each"
     )]
-    fn timeline_write_refuses_events_of_an_employee_it_was_not_given() {
+    fn timeline_apply_refuses_event_arrays_of_different_lengths() {
         Spi::run(
-            "SELECT employes_timeline_write(ARRAY['e1'], true, ARRAY['e2'], ARRAY['2020-01-01']::date[], ARRAY['hired'],
+            "SELECT employes_timeline_apply('{}', '{}', '{}', ARRAY['e1', 'e1'], ARRAY['2020-01-01']::date[], ARRAY['hired'],
                                             ARRAY['Hired'], ARRAY['{}'], ARRAY['employment:m1:1'], ARRAY[NULL], ARRAY[NULL])",
         )
         .unwrap();
     }
 
     #[pg_test(
-        error = "employes_timeline_write: the given events are not arrays of one length, each of an employee in employee_ids"
+        error = "employes_timeline_apply: the keys to delete and the events to write must be non-NULL arrays of one length each"
     )]
-    fn timeline_write_refuses_event_arrays_of_different_lengths() {
+    fn timeline_apply_refuses_a_null_array() {
         Spi::run(
-            "SELECT employes_timeline_write(ARRAY['e1'], true, ARRAY['e1', 'e1'], ARRAY['2020-01-01']::date[], ARRAY['hired'],
-                                            ARRAY['Hired'], ARRAY['{}'], ARRAY['employment:m1:1'], ARRAY[NULL], ARRAY[NULL])",
+            "SELECT employes_timeline_apply(ARRAY['e1'], ARRAY['hired'], NULL, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')",
         )
         .unwrap();
     }
 
-    #[pg_test(error = "employes_timeline_write: employee_ids and given must not be NULL")]
-    fn timeline_write_refuses_a_null_given() {
-        Spi::run("SELECT employes_timeline_write(ARRAY['e1'], NULL)").unwrap();
+    /// What the worker passes is applied as given: the listed keys deleted (other employees'
+    /// rows and other event types untouched), new keys inserted, existing ones updated.
+    #[pg_test]
+    fn timeline_apply_deletes_and_upserts_what_it_is_given() {
+        Spi::run(
+            "INSERT INTO employes_timeline VALUES
+                ('e1', '2019-01-01', 'hired', 'Hired', '{}', 'employment:m1:1'),
+                ('e1', '2019-01-01', 'contract_started', 'Contract started', '{}', 'contract:m1:c1:1'),
+                ('e1', '2020-01-01', 'contract_renewed', 'Contract renewed', '{}', 'contract:m1:c2:2'),
+                ('e2', '2020-01-01', 'contract_renewed', 'Contract renewed', '{}', 'contract:m1:c2:2')",
+        )
+        .unwrap();
+        let n = Spi::get_one::<i64>(
+            "SELECT employes_timeline_apply(ARRAY['e1', 'e1'], ARRAY['contract_renewed', 'hired'], ARRAY['contract:m1:c2:2', 'nope'],
+                                            ARRAY['e1', 'e1'], ARRAY['2019-02-01', '2021-01-01']::date[],
+                                            ARRAY['contract_started', 'salary_changed'], ARRAY['Contract started', 'Salary changed'],
+                                            ARRAY['{\"contract_duration\": \"2 jaar\"}', '{\"salary_id\": \"s2\"}'],
+                                            ARRAY['contract:m1:c1:1', 'salary:m1:s2:2'], ARRAY[NULL, '2000'], ARRAY[NULL, '2100.00'])",
+        )
+        .unwrap();
+        assert_eq!(n, Some(3));
+        let got = Spi::get_one::<String>(
+            "SELECT string_agg(concat_ws(' | ', employee_id, event_date, event_type, details::text, event_key), E'\n'
+                               ORDER BY employee_id, event_type)
+               FROM employes_timeline",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            got,
+            "e1 | 2019-02-01 | contract_started | {\"contract_duration\": \"2 jaar\"} | contract:m1:c1:1\n\
+             e1 | 2019-01-01 | hired | {} | employment:m1:1\n\
+             e1 | 2021-01-01 | salary_changed | {\"amount\": 100.00, \"percent\": 5.00, \"salary_id\": \"s2\"} | salary:m1:s2:2\n\
+             e2 | 2020-01-01 | contract_renewed | {} | contract:m1:c2:2"
+        );
     }
 
     /// A refresh leaves identical rows alone and rewrites a row whose details differ only in how
@@ -452,13 +528,15 @@ mod tests {
             "SELECT string_agg(p.proname || ' ' || coalesce(array_to_string(p.proconfig, ','), '') || ' rows ' || p.prorows,
                                '; ' ORDER BY p.proname)
                FROM pg_proc p
-              WHERE p.proname IN ('employes_timeline_events', 'employes_timeline_refresh', 'employes_sync_employment_events')",
+              WHERE p.proname IN ('employes_timeline_events', 'employes_timeline_refresh', 'employes_timeline_apply',
+                                  'employes_sync_employment_events')",
         )
         .unwrap()
         .unwrap();
         assert_eq!(
             got,
             "employes_sync_employment_events  rows 8; \
+             employes_timeline_apply search_path=pg_catalog, public, pg_temp,jit=off rows 0; \
              employes_timeline_events search_path=pg_catalog, public, pg_temp,enable_memoize=off,jit=off rows 1000; \
              employes_timeline_refresh search_path=pg_catalog, public, pg_temp,jit=off rows 0"
         );

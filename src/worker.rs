@@ -790,29 +790,49 @@ pub(crate) fn payload_events(records: &[Incoming]) -> PayloadEvents {
     events
 }
 
+/// The `/employments` payload of each employee's latest stored version, as the batch's lookup
+/// read it (the text PostgreSQL prints for it), for each employee that has one: `None` when the
+/// lookup did not return it.
+pub(crate) type StoredPayloads = HashMap<String, Option<String>>;
+
 /// Writes the timeline of the employees whose `/employments` versions this transaction has just
-/// written, in the caller's transaction, without reading those payloads back: their employment
-/// events were computed before the transaction (`payload_events`), and `employes_timeline_write`
-/// adds the events of detected changes and writes what differs. An employee whose events are
-/// not there is recomputed from the stored version, by `employes_timeline_refresh`.
+/// written, in the caller's transaction, without reading the timeline: the stored rows are the
+/// events of the version replaced (`stored`), so the events of the new payload (`events`,
+/// computed before the transaction by `payload_events`) differ from them only by what
+/// `timeline::event_delta` finds, and `employes_timeline_apply` writes just that. An employee
+/// whose events cannot be computed on both sides is recomputed from the stored version, by
+/// `employes_timeline_refresh`.
 pub(crate) fn write_timeline(
     plan: &[versions::NewVersion],
     mut events: PayloadEvents,
+    stored: &StoredPayloads,
 ) -> Result<(), String> {
     let t = Instant::now();
     let mut plan: Vec<&versions::NewVersion> = plan.iter().collect();
     plan.sort_unstable_by(|a, b| a.employee_id.cmp(&b.employee_id));
-    let mut ids = Vec::with_capacity(plan.len());
-    let mut stored = Vec::new();
+    let mut refresh = Vec::new();
+    let (mut g_employee, mut g_type, mut g_key) = (vec![], vec![], vec![]);
     let (mut e_employee, mut e_date, mut e_type, mut e_title) = (vec![], vec![], vec![], vec![]);
     let (mut e_details, mut e_key, mut e_old, mut e_new) = (vec![], vec![], vec![], vec![]);
     for v in plan {
-        let Some(Some(events)) = events.remove(&v.employee_id) else {
-            stored.push(v.employee_id.clone());
+        let new = events.remove(&v.employee_id).flatten();
+        let old = match stored.get(&v.employee_id) {
+            // No earlier version: no employment events stored.
+            None => Some(Vec::new()),
+            Some(Some(text)) => timeline::employment_events(text).ok(),
+            Some(None) => None,
+        };
+        let (Some(old), Some(new)) = (old, new) else {
+            refresh.push(v.employee_id.clone());
             continue;
         };
-        ids.push(v.employee_id.clone());
-        for e in events {
+        let delta = timeline::event_delta(old, new);
+        for (event_type, event_key) in delta.gone {
+            g_employee.push(v.employee_id.clone());
+            g_type.push(event_type.to_owned());
+            g_key.push(event_key);
+        }
+        for e in delta.upsert {
             e_employee.push(v.employee_id.clone());
             e_date.push(crate::api::pg_date(e.event_date));
             e_type.push(e.event_type.to_owned());
@@ -823,11 +843,13 @@ pub(crate) fn write_timeline(
             e_new.push(e.new_wage);
         }
     }
-    if !ids.is_empty() {
+    if !g_employee.is_empty() || !e_employee.is_empty() {
         exec(
-            "SELECT employes_timeline_write($1, true, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "SELECT employes_timeline_apply($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             &[
-                ids.into(),
+                g_employee.into(),
+                g_type.into(),
+                g_key.into(),
                 e_employee.into(),
                 e_date.into(),
                 e_type.into(),
@@ -841,7 +863,7 @@ pub(crate) fn write_timeline(
         )?;
     }
     count_timeline(t);
-    refresh_timeline(stored)
+    refresh_timeline(refresh)
 }
 
 /// Applies records whose content differs from the cached current version: looks up their
@@ -859,18 +881,22 @@ fn apply_batch(
     let hashes: Vec<String> = records.iter().map(|r| r.content_hash.clone()).collect();
     let session = session.to_owned();
     let mut existing: HashMap<String, Existing> = HashMap::new();
+    let mut stored = StoredPayloads::new();
     let args: [DatumWithOid; 3] = [kind.as_str().into(), ids.into(), hashes.into()];
     exec(LOOKUP, &args, |rows| {
         for row in rows {
             let id: String = row.get(1).map_err(spi_err)?.unwrap_or_default();
-            let payload: Option<String> = row.get(6).map_err(spi_err)?;
-            let payload = match payload {
+            let text: Option<String> = row.get(6).map_err(spi_err)?;
+            let payload = match &text {
                 Some(text) => Some(
-                    serde_json::from_str::<Value>(&text)
+                    serde_json::from_str::<Value>(text)
                         .map_err(|e| format!("stored payload of {id} unreadable: {e}"))?,
                 ),
                 None => None,
             };
+            if kind == Kind::Employments {
+                stored.insert(id.clone(), text);
+            }
             existing.insert(
                 id,
                 Existing {
@@ -908,11 +934,11 @@ fn apply_batch(
         refs.triggers(true)?;
         mode = Some(refs);
     }
-    // Timeline events come from the history (employments: computed from the payloads just
-    // written) and, for the employee record, only from status changes and restorations:
-    // recompute just the employees that can have new ones.
+    // Timeline events come from the history (employments: the difference between the events
+    // of the replaced payloads and of the ones just written) and, for the employee record, only
+    // from status changes and restorations: recompute just the employees that can have new ones.
     match kind {
-        Kind::Employments => write_timeline(&plan, events)?,
+        Kind::Employments => write_timeline(&plan, events, &stored)?,
         Kind::Employee => refresh_timeline(
             plan.iter()
                 .filter(|v| {

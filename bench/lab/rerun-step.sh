@@ -59,8 +59,8 @@ run)
     id=$(q -c "SELECT id FROM employes_sync_trigger('manual', 'lab')")
     q -c "SELECT status || ' ' || versions_written || ' versions ' || changes_detected || ' changes'
             FROM employes_sync_wait('$id', 600)" | tr '\n' ' '
-    q -c "SELECT 'sql ' || round(sum(total_exec_time + total_plan_time) FILTER (WHERE query !~ 'employes_timeline_(refresh|write)')::numeric)
-                 || ' ms, timeline ' || round(sum(total_exec_time + total_plan_time) FILTER (WHERE query ~ 'employes_timeline_(refresh|write)')::numeric)
+    q -c "SELECT 'sql ' || round(sum(total_exec_time + total_plan_time) FILTER (WHERE query !~ 'employes_timeline_(refresh|apply)')::numeric)
+                 || ' ms, timeline ' || round(sum(total_exec_time + total_plan_time) FILTER (WHERE query ~ 'employes_timeline_(refresh|apply)')::numeric)
                  || ' ms, total ' || round(sum(total_exec_time + total_plan_time)::numeric) || ' ms'
             FROM pg_stat_statements
            WHERE query NOT ILIKE '%pg_stat_statements%' AND query NOT ILIKE '%employes_sync_wait%'

@@ -465,9 +465,9 @@ fn measured_sync(c: &mut Client) -> Measured {
     let stmts = c
         .query_one(
             "/* bench */ SELECT
-               coalesce(sum(total_exec_time + total_plan_time) FILTER (WHERE query !~ 'employes_timeline_(refresh|write)'), 0)::float8,
-               coalesce(sum(calls) FILTER (WHERE query !~ 'employes_timeline_(refresh|write)'), 0)::bigint,
-               coalesce(sum(total_exec_time + total_plan_time) FILTER (WHERE query ~ 'employes_timeline_(refresh|write)'), 0)::float8
+               coalesce(sum(total_exec_time + total_plan_time) FILTER (WHERE query !~ 'employes_timeline_(refresh|apply)'), 0)::float8,
+               coalesce(sum(calls) FILTER (WHERE query !~ 'employes_timeline_(refresh|apply)'), 0)::bigint,
+               coalesce(sum(total_exec_time + total_plan_time) FILTER (WHERE query ~ 'employes_timeline_(refresh|apply)'), 0)::float8
              FROM pg_stat_statements
              WHERE query NOT LIKE '%/* bench */%' AND query NOT ILIKE '%pg_stat_statements%'
                AND query NOT ILIKE '%pg_stat_clear_snapshot%'",
@@ -655,7 +655,7 @@ fn apply_section(
     let mut md = String::from(
         "## Database apply (simulator without rate limit or latency, requests_per_second = 10000)\n\n\
          run = the worker's session (started → completed); SQL = the worker's statements in pg_stat_statements \
-         (apply, progress, logs; timeline refresh apart); timeline = `employes_timeline_write`, or `employes_timeline_refresh(ids)`, for the employees each transaction changed; \
+         (apply, progress, logs; timeline refresh apart); timeline = `employes_timeline_apply` (the employment events that changed), or `employes_timeline_refresh(ids)`, for the employees each transaction changed; \
          main CPU = the worker's main thread (SQL executor, comparing, diffing); HTTP CPU = its HTTP threads (requests, JSON parsing, canonical hashing); \
          HTTP-only = the same client, pipeline and hashing with a store that writes nothing (no database). \
          Rows: new raw versions / new changes; tuples = pg_stat_user_tables inserts/updates on the two history \

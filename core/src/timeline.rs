@@ -26,6 +26,7 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::collections::HashMap;
 
 use chrono::NaiveDate;
 
@@ -242,6 +243,37 @@ fn plain(
         old_wage: None,
         new_wage: None,
     }
+}
+
+/// What an employee's stored employment events need when its `/employments` payload changes
+/// from one whose events are `old` to one whose events are `new` (both by `employment_events`,
+/// so the stored rows are `old`'s): the events to insert or update (new ones, and ones whose
+/// date, title, details or wages differ; `employes_timeline_details` computes the stored
+/// details from these alone) and the `(event_type, event_key)` of the ones to delete. An event
+/// is identified by its type and key, as in `employes_timeline`'s unique index. A raise adds one
+/// salary event to an employee's history and changes none of the others: one row to write
+/// instead of the employee's whole timeline.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EventDelta {
+    pub upsert: Vec<EmploymentEvent>,
+    /// Sorted.
+    pub gone: Vec<(&'static str, String)>,
+}
+
+pub fn event_delta(old: Vec<EmploymentEvent>, new: Vec<EmploymentEvent>) -> EventDelta {
+    let mut old: HashMap<(&'static str, String), EmploymentEvent> = old
+        .into_iter()
+        .map(|e| ((e.event_type, e.event_key.clone()), e))
+        .collect();
+    let mut upsert = Vec::new();
+    for e in new {
+        if old.remove(&(e.event_type, e.event_key.clone())).as_ref() != Some(&e) {
+            upsert.push(e);
+        }
+    }
+    let mut gone: Vec<_> = old.into_keys().collect();
+    gone.sort_unstable();
+    EventDelta { upsert, gone }
 }
 
 /// The text PostgreSQL prints for this value as a `jsonb` (`payload::jsonb::text`), which is
@@ -774,6 +806,63 @@ mod tests {
 
     fn d(s: &str) -> NaiveDate {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn event_delta_writes_only_what_changed() {
+        let before = r#"{"data": [{"id": "m1", "start_date": "2019-05-01T00:00:00",
+            "contracts": [{"id": "c1", "start_date": "2019-05-01T00:00:00", "contract_duration": "1 jaar"},
+                          {"id": "c2", "start_date": "2020-05-01T00:00:00", "contract_duration": "1 jaar"}],
+            "salary": [{"id": "s1", "start_date": "2019-05-01T00:00:00", "month_wage": 2846.50}]}]}"#;
+        // A raise (s2), the second contract withdrawn, the first one's duration corrected.
+        let after = r#"{"data": [{"id": "m1", "start_date": "2019-05-01T00:00:00",
+            "contracts": [{"id": "c1", "start_date": "2019-05-01T00:00:00", "contract_duration": "onbepaald"}],
+            "salary": [{"id": "s1", "start_date": "2019-05-01T00:00:00", "month_wage": 2846.50},
+                       {"id": "s2", "start_date": "2021-01-01T00:00:00", "month_wage": 2900.00}]}]}"#;
+        let delta = event_delta(events(before), events(after));
+        assert_eq!(
+            summary(&delta.upsert),
+            [
+                "2021-01-01 salary_changed salary:m1:s2:2 | Salary changed",
+                "2019-05-01 contract_started contract:m1:c1:1 | Contract started",
+            ],
+            "{delta:?}"
+        );
+        assert!(delta.upsert[1]
+            .details
+            .contains(r#""contract_duration": "onbepaald""#));
+        let salary = &delta.upsert[0];
+        assert_eq!(
+            (salary.old_wage.as_deref(), salary.new_wage.as_deref()),
+            (Some("2846.50"), Some("2900.00"))
+        );
+        assert_eq!(
+            delta.gone,
+            [("contract_renewed", "contract:m1:c2:2".to_owned())]
+        );
+        // Nothing changed: nothing to write. No earlier version: everything is new.
+        assert_eq!(
+            event_delta(events(after), events(after)),
+            EventDelta::default()
+        );
+        let first = event_delta(vec![], events(after));
+        assert_eq!(first.upsert, events(after));
+        assert!(first.gone.is_empty());
+        // Everything gone (an empty payload): every old event is deleted, in key order.
+        let emptied = event_delta(events(before), events(r#"{"data": []}"#));
+        assert!(emptied.upsert.is_empty());
+        assert_eq!(
+            emptied
+                .gone
+                .iter()
+                .map(|(t, k)| format!("{t} {k}"))
+                .collect::<Vec<_>>(),
+            [
+                "contract_renewed contract:m1:c2:2",
+                "contract_started contract:m1:c1:1",
+                "hired employment:m1:1",
+            ]
+        );
     }
 
     #[test]
