@@ -3,12 +3,12 @@
 CREATE TABLE employes_changes (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     session_id     uuid NOT NULL REFERENCES employes_sync_sessions (id),
-    employee_id    text NOT NULL,
-    kind           text NOT NULL CHECK (kind IN ('employee', 'employments')),
-    change_type    text NOT NULL CHECK (change_type IN (
+    employee_id    text COLLATE "C" NOT NULL,
+    kind           text COLLATE "C" NOT NULL CHECK (kind IN ('employee', 'employments')),
+    change_type    text COLLATE "C" NOT NULL CHECK (change_type IN (
                        'created', 'updated', 'deleted', 'restored', 'salary_change', 'hours_change',
                        'contract_change', 'status_change', 'termination', 'hired', 'rehired')),
-    field_path     text NOT NULL,
+    field_path     text COLLATE "C" NOT NULL,
     old_value      jsonb,
     new_value      jsonb,
     effective_date date,

@@ -23,12 +23,12 @@ COMMENT ON FUNCTION employes_sync_employment_events(text) IS
 -- (employes_timeline_apply), and recomputes the employees whose status changed
 -- (employes_timeline_refresh).
 CREATE TABLE employes_timeline (
-    employee_id text NOT NULL,
+    employee_id text COLLATE "C" NOT NULL,
     event_date  date NOT NULL,
-    event_type  text NOT NULL,
+    event_type  text COLLATE "C" NOT NULL,
     title       text NOT NULL,
     details     jsonb NOT NULL,
-    event_key   text NOT NULL
+    event_key   text COLLATE "C" NOT NULL
 );
 
 -- Employment events (hired to hours changed) come from employes_sync_employment_events, in Rust

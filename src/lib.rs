@@ -212,6 +212,36 @@ mod tests {
         );
     }
 
+    /// The text keys of the history compare byte by byte whatever the database's collation, and
+    /// a value of the default collation (a parameter, a user's column) compared with them still
+    /// finds them through their indexes.
+    #[pg_test]
+    fn history_text_keys_compare_byte_by_byte() {
+        let got = Spi::get_one::<String>(
+            "SELECT string_agg(a.attrelid::regclass || '.' || a.attname || ' ' || c.collname, ', '
+                               ORDER BY a.attrelid::regclass::text, a.attnum)
+               FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation
+              WHERE a.attrelid IN ('employes_raw_data'::regclass, 'employes_changes'::regclass, 'employes_timeline'::regclass)
+                AND a.attnum > 0 AND NOT a.attisdropped AND a.atttypid = 'text'::regtype AND c.collname = 'C'",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            got,
+            "employes_changes.employee_id C, employes_changes.kind C, employes_changes.change_type C, \
+             employes_changes.field_path C, employes_raw_data.kind C, employes_raw_data.employee_id C, \
+             employes_timeline.employee_id C, employes_timeline.event_type C, employes_timeline.event_key C"
+        );
+        Spi::run("CREATE TEMP TABLE mine (id text COLLATE \"default\")").unwrap();
+        let plan = plan_of(
+            "SELECT * FROM mine m JOIN employes_changes c ON c.employee_id = m.id WHERE m.id = 'e1'",
+        );
+        assert!(
+            plan.iter().any(|l| l.contains("employes_changes_employee")),
+            "{plan:?}"
+        );
+    }
+
     /// An employee's timeline, in date order as the README shows it, comes through the unique
     /// key: the timeline keeps no second index for every new event to maintain.
     #[pg_test]
