@@ -772,3 +772,78 @@ fn a_dead_api_ends_the_session_as_error_naming_the_url_and_changes_nothing() {
         .get(0);
     assert_eq!(state, "error");
 }
+
+/// Installed in a database whose default collation is linguistic (ICU `en-US`, as many are), a
+/// sync writes the same history as in a `C` database, and the history's text keys still compare
+/// byte by byte: text of the database's default collation (a literal, a parameter, a column of
+/// the user's) compared with them takes their collation and finds them through their indexes.
+#[test]
+fn a_database_with_a_linguistic_default_collation_gets_the_same_history() {
+    let (cluster, _sim, mut c) = setup("icu", 20);
+    c.batch_execute(
+        "CREATE DATABASE app LOCALE_PROVIDER icu ICU_LOCALE 'en-US' TEMPLATE template0",
+    )
+    .unwrap();
+    let mut app = Client::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=postgres dbname=app",
+            cluster.port
+        ),
+        NoTls,
+    )
+    .unwrap();
+    app.batch_execute("CREATE EXTENSION employes_sync").unwrap();
+    // The database's own comparisons are linguistic: 'a' sorts before 'B'.
+    let linguistic: bool = app
+        .query_one("SELECT 'a'::text < 'B'::text", &[])
+        .unwrap()
+        .get(0);
+    assert!(linguistic, "app's default collation is not linguistic");
+    let s = sync(&mut app);
+    assert_eq!(s.status, "completed", "{s:?}");
+    let s = sync(&mut c);
+    assert_eq!(s.status, "completed", "{s:?}");
+    assert_eq!(fingerprint(&mut app), fingerprint(&mut c));
+    // Byte order against a default-collation literal: ids beginning with a-f come after 'Z'.
+    let after_z = count(
+        &mut app,
+        "SELECT count(*) FROM employes_raw_data WHERE employee_id > 'Z'",
+    );
+    let after_z_in_c = count(
+        &mut app,
+        "SELECT count(*) FROM employes_raw_data WHERE employee_id > 'Z' COLLATE \"C\"",
+    );
+    assert!(
+        after_z_in_c > 0,
+        "no id begins with a-f: the check proves nothing"
+    );
+    assert_eq!(
+        after_z, after_z_in_c,
+        "employee_id compared with a default-collation literal linguistically, not byte by byte"
+    );
+    // A user's column of the default collation joins through the history's index (sequential
+    // scans off: these tables are small enough for one to win, and an index whose collation did
+    // not match could not be used at all).
+    app.batch_execute(
+        "CREATE TABLE mine AS SELECT DISTINCT employee_id::text COLLATE \"default\" AS id FROM employes_changes;
+         ANALYZE mine; ANALYZE employes_changes; SET enable_seqscan = off;",
+    )
+    .unwrap();
+    let id: String = app
+        .query_one("SELECT min(id) FROM mine", &[])
+        .unwrap()
+        .get(0);
+    let plan: Vec<String> = app
+        .query(
+            "EXPLAIN SELECT c.* FROM mine m JOIN employes_changes c ON c.employee_id = m.id WHERE m.id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        plan.iter().any(|l| l.contains("employes_changes_employee")),
+        "{plan:?}"
+    );
+}
