@@ -11,6 +11,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 echo "== unit tests (core) and simulator tests"
 cargo test -p employes-sync-core -p employes-sim
 
+echo "== the released 0.1.0, for the upgrade test (built once, cached outside the clone)"
+./scripts/old-release.sh cf9700f
+
 echo "== whole-system scenarios"
 cargo test -p employes-sync-e2e -- --test-threads=2
 

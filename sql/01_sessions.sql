@@ -25,6 +25,7 @@ CREATE TABLE employes_sync_sessions (
     snapshot_complete   boolean,
     cancel_requested_at timestamptz,
     requested_xid       xid8,
+    worker_instance     text,
     CONSTRAINT employes_sync_sessions_finished_has_time
         CHECK ((status IN ('queued', 'running')) = (completed_at IS NULL))
 );
@@ -52,6 +53,7 @@ COMMENT ON COLUMN employes_sync_sessions.employees_deleted IS 'Employees marked 
 COMMENT ON COLUMN employes_sync_sessions.snapshot_complete IS 'Every list page fetched and the count equal to the API total: only then are deletions detected.';
 COMMENT ON COLUMN employes_sync_sessions.cancel_requested_at IS 'Set by employes_sync_cancel(); the worker stops at the next page boundary.';
 COMMENT ON COLUMN employes_sync_sessions.requested_xid IS 'Transaction that created the session; the worker waits for it to commit.';
+COMMENT ON COLUMN employes_sync_sessions.worker_instance IS 'The server and database the session''s worker runs in (employes_sync_instance()): a queued or running session that came from another database (a restored dump), an old primary (a failover) or before a restart has no worker here.';
 
 CREATE TABLE employes_sync_logs (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -62,6 +64,12 @@ CREATE TABLE employes_sync_logs (
     message     text NOT NULL,
     details     jsonb
 );
+-- pg_dump carries the rows of every table that holds state, and the values of their sequences
+-- (an extension's tables are otherwise left out of a dump: its CREATE EXTENSION makes them empty).
+SELECT pg_extension_config_dump('employes_sync_sessions', '');
+SELECT pg_extension_config_dump('employes_sync_logs', '');
+SELECT pg_extension_config_dump('employes_sync_logs_id_seq', '');
+
 CREATE INDEX employes_sync_logs_session ON employes_sync_logs (session_id, id);
 CREATE INDEX employes_sync_logs_logged_at ON employes_sync_logs (logged_at);
 

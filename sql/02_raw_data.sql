@@ -22,6 +22,9 @@ CREATE TABLE employes_raw_data (
     CONSTRAINT employes_raw_data_valid_range CHECK (valid_to IS NULL OR valid_to >= valid_from)
 );
 
+SELECT pg_extension_config_dump('employes_raw_data', '');
+SELECT pg_extension_config_dump('employes_raw_data_id_seq', '');
+
 -- At most one current version per record. It also carries the content hash, so a sync reads the
 -- hashes of every current version from this index alone (an index-only scan of a few tens of MB)
 -- instead of the whole table with its payloads.

@@ -18,6 +18,9 @@ CREATE TABLE employes_changes (
     CONSTRAINT employes_changes_links_a_version CHECK (raw_from_id IS NOT NULL OR raw_to_id IS NOT NULL)
 );
 
+SELECT pg_extension_config_dump('employes_changes', '');
+SELECT pg_extension_config_dump('employes_changes_id_seq', '');
+
 -- The same change can never be recorded twice. The new version leads: the changes a sync writes
 -- link versions it has just created, whose ids are the highest, so their keys go to the right
 -- edge of the index instead of one random leaf page per employee (after a checkpoint, each such

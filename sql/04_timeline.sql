@@ -30,6 +30,7 @@ CREATE TABLE employes_timeline (
     details     jsonb NOT NULL,
     event_key   text COLLATE "C" NOT NULL
 );
+SELECT pg_extension_config_dump('employes_timeline', '');
 
 -- Employment events (hired to hours changed) come from employes_sync_employment_events, in Rust
 -- (src/api.rs, rules in core/src/timeline.rs): it reads each payload's text once and copies

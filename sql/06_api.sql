@@ -4,6 +4,50 @@
 COMMENT ON FUNCTION employes_sync_worker_alive(integer) IS
     'Whether a sync worker with this pid is running (from the background-worker slots, as pg_stat_activity.backend_type shows it).';
 
+COMMENT ON FUNCTION employes_sync_instance() IS
+    'Where this backend runs (system identifier:timeline:postmaster start:database OID); NULL on a standby. A session records it: one from another instance has no worker here.';
+
+-- Why a queued or running session has no live worker, or NULL while it has one (or may have:
+-- on a standby the sync runs on the primary, which a standby cannot ask). Reads only, so that
+-- employes_sync_status() can report a dead run in a read-only transaction or on a standby, and
+-- employes_sync_reap_stale() records what it says.
+CREATE FUNCTION employes_sync_session_stale_reason(status text, worker_pid integer, worker_instance text,
+                                                   created_at timestamptz)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+DECLARE
+    here text[];
+    there text[] := string_to_array(worker_instance, ':');
+BEGIN
+    IF status IS NULL OR status NOT IN ('queued', 'running') OR pg_is_in_recovery() THEN
+        RETURN NULL;
+    END IF;
+    here := string_to_array(employes_sync_instance(), ':');
+    IF cardinality(there) = 4 THEN
+        IF there[1] <> here[1] OR there[4] <> here[4] THEN
+            RETURN format('this session was %s in another database when its rows were copied here (a restored dump or a cloned database): no worker of this server runs it', status);
+        ELSIF there[2] <> here[2] THEN
+            RETURN format('the server failed over while the session was %s: it ran on the old primary (timeline %s), this server was promoted (timeline %s), and its worker is gone', status, there[2], here[2]);
+        ELSIF there[3] <> here[3] THEN
+            RETURN format('the server restarted while the session was %s: its background worker (pid %s) is gone', status, coalesce(worker_pid::text, 'none'));
+        END IF;
+    END IF;
+    IF employes_sync_worker_alive(worker_pid) THEN
+        RETURN NULL;
+    END IF;
+    -- a queued session's worker is started by the trigger that queued it: give it a moment
+    IF status = 'queued' AND created_at >= clock_timestamp() - interval '10 seconds' THEN
+        RETURN NULL;
+    END IF;
+    RETURN format('the background worker (pid %s) is gone while the session was %s: it was killed, crashed, or the server restarted',
+                  coalesce(worker_pid::text, 'none'), status);
+END
+$$;
+COMMENT ON FUNCTION employes_sync_session_stale_reason(text, integer, text, timestamptz) IS
+    'Why a queued or running session has no live worker on this server (killed, crashed, restarted, failed over, or restored from another database); NULL while it has one, and always on a standby.';
+
 CREATE FUNCTION employes_sync_reap_stale() RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, @extschema@, pg_temp
@@ -11,15 +55,20 @@ AS $$
 DECLARE
     n integer;
 BEGIN
-    WITH dead AS (
-        UPDATE employes_sync_sessions s
-           SET status = 'error', completed_at = clock_timestamp(), errors = s.errors + 1,
-               error = format('the background worker (pid %s) is gone while the session was %s: it was killed, crashed, or the server restarted',
-                              coalesce(s.worker_pid::text, 'none'), s.status)
+    -- Nothing can be written on a standby or in a read-only transaction: the watchdog of the
+    -- primary (or of this server once promoted) records them.
+    IF pg_is_in_recovery() OR current_setting('transaction_read_only')::boolean THEN
+        RETURN 0;
+    END IF;
+    WITH stale AS (
+        SELECT s.id, employes_sync_session_stale_reason(s.status, s.worker_pid, s.worker_instance, s.created_at) AS reason
+          FROM employes_sync_sessions s
          WHERE s.status IN ('queued', 'running')
-           AND NOT employes_sync_worker_alive(s.worker_pid)
-           -- a queued session's worker is started by the trigger that queued it: give it a moment
-           AND (s.status = 'running' OR s.created_at < clock_timestamp() - interval '10 seconds')
+    ), dead AS (
+        UPDATE employes_sync_sessions s
+           SET status = 'error', completed_at = clock_timestamp(), errors = s.errors + 1, error = stale.reason
+          FROM stale
+         WHERE s.id = stale.id AND stale.reason IS NOT NULL AND s.status IN ('queued', 'running')
         RETURNING s.id, s.error)
     INSERT INTO employes_sync_logs (session_id, level, step, message)
     SELECT id, 'error', 'recovery', error FROM dead;
@@ -28,7 +77,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION employes_sync_reap_stale() IS
-    'Marks queued/running sessions whose worker no longer exists as error, with the reason. Called by every trigger, wait and status call.';
+    'Marks queued/running sessions that have no live worker on this server as error, with the reason (employes_sync_session_stale_reason). Called by the watchdog, every trigger and every wait; does nothing on a standby or in a read-only transaction.';
 
 CREATE FUNCTION employes_sync_trigger(source text DEFAULT 'manual', triggered_by text DEFAULT NULL)
 RETURNS employes_sync_sessions
@@ -61,11 +110,20 @@ BEGIN
         RAISE EXCEPTION 'invalid triggered_by: % characters; it must be 1 to 320 characters without control characters', length(who)
             USING ERRCODE = '22023';
     END IF;
+    IF pg_is_in_recovery() THEN
+        RAISE EXCEPTION 'cannot start a sync: this server is a read-only standby, and syncs run on the primary'
+            USING ERRCODE = '25006',
+                  HINT = 'call employes_sync_trigger() on the primary; employes_sync_status(), employes_sync_wait() and the views work here';
+    END IF;
+    IF current_setting('transaction_read_only')::boolean THEN
+        RAISE EXCEPTION 'cannot start a sync in a read-only transaction'
+            USING ERRCODE = '25006', HINT = 'over PostgREST, call /rpc/employes_sync_trigger with POST, not GET';
+    END IF;
 
     -- Fast path: a live session is running, so join it without queueing behind the lock.
     SELECT * INTO s FROM employes_sync_sessions ss
      WHERE ss.status IN ('queued', 'running')
-       AND employes_sync_worker_alive(ss.worker_pid);
+       AND employes_sync_session_stale_reason(ss.status, ss.worker_pid, ss.worker_instance, ss.created_at) IS NULL;
     IF NOT FOUND THEN
         -- Triggers that may start a sync queue up here, so every concurrent caller sees the one
         -- active session (the unique index makes a second one impossible in any case).
@@ -81,8 +139,8 @@ BEGIN
         RETURN s;
     END IF;
 
-    INSERT INTO employes_sync_sessions (source, triggered_by, requested_xid)
-    VALUES (src, who, pg_current_xact_id())
+    INSERT INTO employes_sync_sessions (source, triggered_by, requested_xid, worker_instance)
+    VALUES (src, who, pg_current_xact_id(), employes_sync_instance())
     RETURNING * INTO s;
     INSERT INTO employes_sync_logs (session_id, level, step, message, details)
     VALUES (s.id, 'info', 'trigger', format('queued by %s (%s)', who, src), jsonb_build_object('source', src, 'triggered_by', who));
@@ -104,7 +162,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION employes_sync_trigger(text, text) IS
-    'Starts a sync in a background worker and returns its session at once. source: manual, scheduler, api or webhook. triggered_by defaults to the PostgREST JWT email claim, else the role. If a sync is already queued or running, returns that session (with a NOTICE).';
+    'Starts a sync in a background worker and returns its session at once. source: manual, scheduler, api or webhook. triggered_by defaults to the PostgREST JWT email claim, else the role. If a sync is already queued or running, returns that session (with a NOTICE). SQLSTATE 22023 for a bad argument, 25006 on a standby or in a read-only transaction.';
 
 CREATE FUNCTION employes_sync_wait(session_id uuid, timeout_seconds integer DEFAULT 600)
 RETURNS employes_sync_sessions
@@ -114,6 +172,7 @@ AS $$
 DECLARE
     s employes_sync_sessions;
     deadline timestamptz;
+    stale text;
 BEGIN
     IF employes_sync_wait.session_id IS NULL THEN
         RAISE EXCEPTION 'session_id must not be NULL' USING ERRCODE = '22023';
@@ -132,20 +191,28 @@ BEGIN
         IF s.status NOT IN ('queued', 'running') THEN
             RETURN s;
         END IF;
+        -- Dead, but not recorded (a read-only transaction cannot): its end as it will be recorded.
+        stale := employes_sync_session_stale_reason(s.status, s.worker_pid, s.worker_instance, s.created_at);
+        IF stale IS NOT NULL THEN
+            s.status := 'error';
+            s.error := stale;
+            s.completed_at := clock_timestamp();
+            RETURN s;
+        END IF;
         IF s.requested_xid = pg_current_xact_id_if_assigned() THEN
             RAISE EXCEPTION 'session % was triggered in this transaction: commit before waiting for it', s.id
-                USING ERRCODE = '55000';
+                USING ERRCODE = 'PT409';
         END IF;
         IF clock_timestamp() >= deadline THEN
             RAISE EXCEPTION 'session % is still % after % seconds', s.id, s.status, timeout_seconds
-                USING ERRCODE = '57014', HINT = 'wait again, or stop it with employes_sync_cancel()';
+                USING ERRCODE = 'PT408', HINT = 'wait again, or stop it with employes_sync_cancel()';
         END IF;
         PERFORM pg_sleep(0.05);
     END LOOP;
 END
 $$;
 COMMENT ON FUNCTION employes_sync_wait(uuid, integer) IS
-    'Blocks until the session ends and returns its final row; SQLSTATE 57014 after timeout_seconds.';
+    'Blocks until the session ends and returns its final row. SQLSTATE PT408 (HTTP 408 over PostgREST) after timeout_seconds, PT409 when the session was triggered in this same transaction, 22023 for a bad argument or an unknown id.';
 
 CREATE FUNCTION employes_sync_cancel(session_id uuid)
 RETURNS employes_sync_sessions
@@ -157,6 +224,10 @@ DECLARE
 BEGIN
     IF employes_sync_cancel.session_id IS NULL THEN
         RAISE EXCEPTION 'session_id must not be NULL' USING ERRCODE = '22023';
+    END IF;
+    IF pg_is_in_recovery() THEN
+        RAISE EXCEPTION 'cannot cancel a sync: this server is a read-only standby, and syncs run on the primary'
+            USING ERRCODE = '25006', HINT = 'call employes_sync_cancel() on the primary';
     END IF;
     UPDATE employes_sync_sessions
        SET cancel_requested_at = coalesce(cancel_requested_at, clock_timestamp())
@@ -171,11 +242,12 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no sync session with id %', employes_sync_cancel.session_id USING ERRCODE = '22023';
     END IF;
-    RAISE EXCEPTION 'session % has already ended with status %', s.id, s.status USING ERRCODE = '55000';
+    RAISE EXCEPTION 'session % has already ended with status %', s.id, s.status
+        USING ERRCODE = 'PT409', HINT = 'only a queued or running session can be cancelled';
 END
 $$;
 COMMENT ON FUNCTION employes_sync_cancel(uuid) IS
-    'Asks a queued or running sync to stop at the next page boundary; it ends as cancelled, with nothing half-applied and no deletions.';
+    'Asks a queued or running sync to stop at the next page boundary; it ends as cancelled, with nothing half-applied and no deletions. SQLSTATE PT409 (HTTP 409 over PostgREST) when the session has already ended, 22023 for NULL or an unknown id, 25006 on a standby.';
 
 CREATE FUNCTION employes_employee_as_of(employee_id text, at timestamptz DEFAULT now())
 RETURNS jsonb
@@ -191,6 +263,8 @@ COMMENT ON FUNCTION employes_employee_as_of(text, timestamptz) IS
     'The employee record as we knew it at that moment; NULL before we first saw the employee or while deleted.';
 
 -- Nothing for PUBLIC: grants are given explicitly (see README, "Security and grants").
+REVOKE ALL ON FUNCTION employes_sync_instance() FROM PUBLIC;
+REVOKE ALL ON FUNCTION employes_sync_session_stale_reason(text, integer, text, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION employes_sync_reap_stale() FROM PUBLIC;
 REVOKE ALL ON FUNCTION employes_sync_trigger(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION employes_sync_wait(uuid, integer) FROM PUBLIC;

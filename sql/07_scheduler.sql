@@ -169,15 +169,19 @@ $$;
 COMMENT ON FUNCTION employes_sync_scheduler_status() IS
     'The pg_cron schedule as jsonb: available (pg_cron installed), enabled, job_id, schedule, description in plain words, timezone (UTC), next_run_at, interval_seconds, command, last_run and recent_runs (the last 10 cron.job_run_details rows: status, start_time, end_time, message, and the session each run created or joined).';
 
+-- Reads only: PostgREST runs GET /rpc/employes_sync_status in a read-only transaction, and a
+-- standby is read-only too. A session whose worker is gone is reported as the error it is; the
+-- watchdog and the next trigger or wait record it.
 CREATE FUNCTION employes_sync_status()
 RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
 DECLARE
     running employes_sync_sessions;
     last_session employes_sync_sessions;
     deciding employes_sync_sessions;
+    stale text;
     last_success timestamptz;
     scheduler jsonb;
     max_age interval := interval '6 hours';
@@ -185,20 +189,33 @@ DECLARE
     running_json jsonb;
     last_json jsonb;
 BEGIN
-    PERFORM employes_sync_reap_stale();
     scheduler := employes_sync_scheduler_status();
     IF (scheduler ->> 'enabled')::boolean AND (scheduler ->> 'interval_seconds')::bigint > 0 THEN
         max_age := make_interval(secs => (scheduler ->> 'interval_seconds')::bigint);
     END IF;
 
-    SELECT * INTO running FROM employes_sync_sessions
-     WHERE status IN ('queued', 'running') ORDER BY created_at DESC LIMIT 1;
     SELECT * INTO last_session FROM employes_sync_sessions
      WHERE status NOT IN ('queued', 'running') ORDER BY completed_at DESC, created_at DESC LIMIT 1;
     -- A cancelled sync says nothing about the data: the state follows the last one that ran to an end.
     SELECT * INTO deciding FROM employes_sync_sessions
      WHERE status IN ('completed', 'partial', 'error') ORDER BY completed_at DESC, created_at DESC LIMIT 1;
     SELECT max(completed_at) INTO last_success FROM employes_sync_sessions WHERE status = 'completed';
+    SELECT * INTO running FROM employes_sync_sessions
+     WHERE status IN ('queued', 'running') ORDER BY created_at DESC LIMIT 1;
+    IF running.id IS NOT NULL THEN
+        stale := employes_sync_session_stale_reason(running.status, running.worker_pid, running.worker_instance,
+                                                    running.created_at);
+        IF stale IS NOT NULL THEN
+            -- The newest session (none can start while one is active), ended as it will be recorded.
+            last_session := running;
+            last_session.status := 'error';
+            last_session.error := stale;
+            last_session.errors := running.errors + 1;
+            last_session.completed_at := coalesce(running.heartbeat_at, running.started_at, running.created_at);
+            deciding := last_session;
+            running := NULL;
+        END IF;
+    END IF;
 
     state := CASE
         WHEN running.id IS NOT NULL THEN 'syncing'
@@ -233,12 +250,14 @@ BEGIN
             'employees_total', last_session.employees_total, 'employees_done', last_session.employees_done,
             'api_requests', last_session.api_requests, 'versions_written', last_session.versions_written,
             'changes_detected', last_session.changes_detected, 'employees_deleted', last_session.employees_deleted,
-            'errors', last_session.errors, 'error', last_session.error);
+            'errors', last_session.errors, 'error', last_session.error,
+            'worker_gone', stale IS NOT NULL);
     END IF;
 
     RETURN jsonb_build_object(
         'state', state,
         'checked_at', clock_timestamp(),
+        'standby', pg_is_in_recovery(),
         'last_session', last_json,
         'last_success_at', last_success,
         'running_session', running_json,
@@ -249,7 +268,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION employes_sync_status() IS
-    'Everything a "Sync now" panel shows, as jsonb: state (never, syncing, current, outdated = last completed sync older than the schedule''s interval or 6 hours when unscheduled, error = the last sync that ran to an end failed or was partial), last_session, last_success_at, running_session with progress_percent, employees_synced, changes_24h, scheduler (employes_sync_scheduler_status()).';
+    'Everything a "Sync now" panel shows, as jsonb: state (never, syncing, current, outdated = last completed sync older than the schedule''s interval or 6 hours when unscheduled, error = the last sync that ran to an end failed or was partial), standby, last_session (worker_gone: ended because its worker is gone, not yet recorded), last_success_at, running_session with progress_percent, employees_synced, changes_24h, scheduler (employes_sync_scheduler_status()). Reads only: works in a read-only transaction and on a standby.';
 
 COMMENT ON FUNCTION employes_sync_cron_check(text) IS
     'Validates a 5-field cron expression as pg_cron 1.4 runs it and returns it normalised; SQLSTATE 22023 saying what is wrong.';

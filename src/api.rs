@@ -1,6 +1,7 @@
 //! SQL functions implemented in Rust. The user-facing API is written in SQL (`sql/06_api.sql`);
 //! these are the parts it needs from Rust.
 
+use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::worker;
@@ -26,6 +27,29 @@ fn employes_sync_worker_alive(pid: i32) -> bool {
     let kind = unsafe { pgrx::pg_sys::GetBackgroundWorkerTypeByPid(pid) };
     !kind.is_null()
         && unsafe { std::ffi::CStr::from_ptr(kind) }.to_bytes() == worker::WORKER_TYPE.as_bytes()
+}
+
+/// Where this backend runs: `system identifier:timeline:postmaster start:database OID`. A
+/// session records it when it is queued; a session whose instance is not this one has no worker
+/// here, whatever its pid says: it came from another cluster or database (a restored dump), from
+/// the old primary (a promoted standby is on a new timeline) or from before a restart. NULL
+/// during recovery (a standby), where the syncs of the primary cannot be judged.
+#[pg_extern(volatile, parallel_safe)]
+fn employes_sync_instance() -> Option<String> {
+    // SAFETY: plain reads of this backend's and the cluster's identity; GetWALInsertionTimeLine
+    // is valid once recovery has ended, which is checked first.
+    unsafe {
+        if pg_sys::RecoveryInProgress() {
+            return None;
+        }
+        let started = std::ptr::addr_of!(pg_sys::PgStartTime).read();
+        Some(format!(
+            "{}:{}:{started}:{}",
+            pg_sys::GetSystemIdentifier(),
+            pg_sys::GetWALInsertionTimeLine(),
+            u32::from(pg_sys::MyDatabaseId)
+        ))
+    }
 }
 
 /// An Employes date (`YYYY-MM-DD`, then anything such as `T00:00:00`) as a date, read exactly as
@@ -88,4 +112,83 @@ fn employes_sync_employment_events(
             e.new_wage,
         )
     }))
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// The reason a queued or running session recorded at `instance` has no worker here.
+    fn stale(status: &str, pid: &str, instance: &str, age: &str) -> Option<String> {
+        Spi::get_one(&format!(
+            "SELECT employes_sync_session_stale_reason('{status}', {pid}, {instance}, now() - interval '{age}')"
+        ))
+        .unwrap()
+    }
+
+    #[pg_test]
+    fn a_session_from_another_instance_is_stale_and_says_why() {
+        let here: String = Spi::get_one("SELECT employes_sync_instance()")
+            .unwrap()
+            .unwrap();
+        let parts: Vec<&str> = here.split(':').collect();
+        assert_eq!(parts.len(), 4, "{here}");
+        let with = |i: usize, v: &str| {
+            let mut p = parts.clone();
+            p[i] = v;
+            format!("'{}'", p.join(":"))
+        };
+        let me = "pg_backend_pid()";
+        // Alive: this backend is no sync worker, but a session seen from here with a live
+        // worker needs one; a fresh queued session is given its moment.
+        assert_eq!(
+            stale("queued", "NULL", &format!("'{here}'"), "1 second"),
+            None
+        );
+        assert_eq!(stale("completed", me, &with(0, "1"), "1 hour"), None);
+        let gone = stale("running", me, &format!("'{here}'"), "1 hour").unwrap();
+        assert!(
+            gone.contains("is gone while the session was running"),
+            "{gone}"
+        );
+        let copied = stale("running", me, &with(0, "1"), "1 hour").unwrap();
+        assert!(copied.contains("another database"), "{copied}");
+        let other_db = stale("queued", me, &with(3, "1"), "1 second").unwrap();
+        assert!(other_db.contains("another database"), "{other_db}");
+        let failover = stale("running", me, &with(1, "99"), "1 hour").unwrap();
+        assert!(
+            failover.contains("failed over") && failover.contains("timeline 99"),
+            "{failover}"
+        );
+        let restart = stale("running", me, &with(2, "1"), "1 hour").unwrap();
+        assert!(restart.contains("the server restarted"), "{restart}");
+        // A session of 0.1.0 recorded no instance: its worker's pid decides.
+        let old = stale("running", me, "NULL", "1 hour").unwrap();
+        assert!(old.contains("is gone"), "{old}");
+    }
+
+    /// A table or sequence of the extension that pg_dump left out would lose its rows in a
+    /// restore: every one is registered, whatever is added later.
+    #[pg_test]
+    fn every_table_and_sequence_is_in_a_dump() {
+        let (members, dumped): (Option<String>, Option<String>) = Spi::get_two(
+            "SELECT (SELECT string_agg(d.objid::regclass::text, ' ' ORDER BY d.objid::regclass::text)
+                       FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
+                      WHERE d.refclassid = 'pg_extension'::regclass AND d.classid = 'pg_class'::regclass
+                        AND d.deptype = 'e' AND c.relkind IN ('r', 'S')
+                        AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'employes_sync')),
+                    (SELECT string_agg(c::regclass::text, ' ' ORDER BY c::regclass::text)
+                       FROM pg_extension e, unnest(e.extconfig) c WHERE e.extname = 'employes_sync')",
+        )
+        .unwrap();
+        assert_eq!(
+            dumped.as_deref(),
+            Some(
+                "employes_changes employes_changes_id_seq employes_raw_data employes_raw_data_id_seq \
+                 employes_sync_logs employes_sync_logs_id_seq employes_sync_sessions employes_timeline"
+            )
+        );
+        assert_eq!(members, dumped);
+    }
 }

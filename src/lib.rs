@@ -43,7 +43,8 @@ extension_sql_file!(
     requires = [
         "views",
         api::employes_sync_launch_worker,
-        api::employes_sync_worker_alive
+        api::employes_sync_worker_alive,
+        api::employes_sync_instance
     ]
 );
 extension_sql_file!(

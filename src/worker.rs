@@ -189,36 +189,49 @@ fn exec<R>(
     })
 }
 
+/// The version of the SQL this library was built with: a worker refuses to run a session against
+/// another one (between a package upgrade and `ALTER EXTENSION employes_sync UPDATE`).
+const SQL_VERSION: &str = env!("CARGO_PKG_VERSION");
+
 fn run(session: String, xid: String) {
-    let schema = in_tx(|| {
-        let schema: Option<String> = Spi::get_one(
+    let installed = in_tx(|| {
+        // Scalar subqueries: one row, NULLs when the extension is not installed.
+        let (schema, version) = Spi::get_two::<String, String>(
             "SELECT (SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-                      WHERE e.extname = 'employes_sync')",
+                      WHERE e.extname = 'employes_sync'),
+                    (SELECT e.extversion::text FROM pg_extension e WHERE e.extname = 'employes_sync')",
         )
         .map_err(spi_err)?;
         let schema = schema.ok_or("extension employes_sync is not installed in this database")?;
         Spi::run_with_args(
             "SELECT set_config('search_path', quote_ident($1) || ', pg_catalog', false)",
-            &[schema.clone().into()],
+            &[schema.into()],
         )
         .map_err(spi_err)?;
         // The worker runs short statements on bounded batches. Compiling them with JIT costs
         // more than running them (up to a second per statement when the planner has no
         // statistics yet, as during a fresh install's first sync), so it is off for this session.
         Spi::run("SET jit = off").map_err(spi_err)?;
-        Ok(schema)
+        Ok(version.unwrap_or_default())
     });
-    if let Err(e) = schema {
-        pgrx::log!("employes_sync worker: {e}");
+    let version = match installed {
+        Ok(v) => v,
+        Err(e) => {
+            pgrx::log!("employes_sync worker: {e}");
+            return;
+        }
+    };
+    if !wait_for_creator(&session, &xid) {
         return;
     }
-    if !wait_for_creator(&session, &xid) {
+    if version != SQL_VERSION {
+        refuse_version_mismatch(&session, &version);
         return;
     }
     let started = in_tx(|| {
         Spi::get_one_with_args::<bool>(
             "UPDATE employes_sync_sessions SET status = 'running', started_at = clock_timestamp(), worker_pid = pg_backend_pid(),
-                    heartbeat_at = clock_timestamp()
+                    worker_instance = employes_sync_instance(), heartbeat_at = clock_timestamp()
               WHERE id = $1::uuid AND status = 'queued' RETURNING cancel_requested_at IS NOT NULL",
             &[session.clone().into()],
         )
@@ -311,6 +324,27 @@ fn run(session: String, xid: String) {
     });
     if let Err(e) = finished {
         pgrx::log!("employes_sync worker: could not close session {session}: {e}");
+    }
+}
+
+/// Ends a session whose database still has the SQL of another version, with statements that
+/// every version's schema understands.
+fn refuse_version_mismatch(session: &str, version: &str) {
+    let error = format!(
+        "the extension's SQL in this database is version {version}, but the server runs the library of version {SQL_VERSION}: run ALTER EXTENSION employes_sync UPDATE, then sync again"
+    );
+    let ended = in_tx(|| {
+        Spi::run_with_args(
+            "WITH s AS (UPDATE employes_sync_sessions SET status = 'error', errors = errors + 1, error = $2,
+                               completed_at = clock_timestamp()
+                         WHERE id = $1::uuid AND status IN ('queued', 'running') RETURNING id)
+             INSERT INTO employes_sync_logs (session_id, level, step, message) SELECT id, 'error', 'start', $2 FROM s",
+            &[session.to_owned().into(), error.clone().into()],
+        )
+        .map_err(spi_err)
+    });
+    if let Err(e) = ended {
+        pgrx::log!("employes_sync worker: {error}; could not end session {session}: {e}");
     }
 }
 

@@ -10,7 +10,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod lifecycle;
+
 pub use employes_sim::{Sim, SimConfig};
+pub use lifecycle::*;
 pub use postgres::{Client, NoTls, Row};
 
 /// Directory of the PostgreSQL 15 binaries: Debian's, unless `EMPLOYES_SYNC_PG_BIN` names a
@@ -29,14 +32,14 @@ extern "C" {
     fn libc_geteuid() -> u32;
 }
 
-/// Runs a PostgreSQL binary as the cluster owner.
-fn pg_cmd(program: &str) -> Command {
+/// Runs a PostgreSQL binary of the installation in `bin` as the cluster owner.
+pub fn pg_cmd_in(bin: &str, program: &str) -> Command {
     if is_root() {
         let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", &format!("{}/{program}", bin())]);
+        c.args(["-u", "postgres", "--", &format!("{bin}/{program}")]);
         c
     } else {
-        Command::new(format!("{}/{program}", bin()))
+        Command::new(format!("{bin}/{program}"))
     }
 }
 
@@ -48,30 +51,56 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A fresh directory for a test's files, owned by the cluster owner.
+fn test_dir(name: &str) -> PathBuf {
+    let base =
+        std::env::var("EMPLOYES_SYNC_TEST_DIR").unwrap_or_else(|_| "/tmp/employes_sync_e2e".into());
+    let dir = PathBuf::from(base).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    if is_root() {
+        let ok = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    dir
+}
+
+/// Runs a command to its end; panics with its output when it fails.
+pub fn run_ok(mut cmd: Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A running cluster; stopped and removed on drop.
 pub struct Cluster {
     pub dir: PathBuf,
     pub port: u16,
+    /// The directory of the PostgreSQL binaries it runs.
+    pub bin: String,
 }
 
 impl Cluster {
-    /// initdb + start with the extension's settings plus `extra` lines of postgresql.conf.
+    /// initdb + start with the extension's settings plus `extra` lines of postgresql.conf, then
+    /// `CREATE EXTENSION pg_cron, employes_sync`.
     pub fn start(name: &str, extra: &[String]) -> Cluster {
-        let base = std::env::var("EMPLOYES_SYNC_TEST_DIR")
-            .unwrap_or_else(|_| "/tmp/employes_sync_e2e".into());
-        let dir = PathBuf::from(base).join(format!("{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        if is_root() {
-            let ok = Command::new("chown")
-                .args(["postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .unwrap();
-            assert!(ok.success());
-        }
+        Cluster::start_with(name, extra, &bin(), true)
+    }
+
+    /// As `start`, with the binaries of `bin`, creating the extensions only if `create_extensions`.
+    pub fn start_with(name: &str, extra: &[String], bin: &str, create_extensions: bool) -> Cluster {
+        let dir = test_dir(name);
         let data = dir.join("data");
-        let out = pg_cmd("initdb")
+        let out = pg_cmd_in(bin, "initdb")
             .args(["-D"])
             .arg(&data)
             .args([
@@ -112,12 +141,61 @@ impl Cluster {
         text.push_str(&conf.join("\n"));
         text.push('\n');
         std::fs::write(data.join("postgresql.conf"), text).unwrap();
-        let cluster = Cluster { dir, port };
+        let cluster = Cluster {
+            dir,
+            port,
+            bin: bin.to_owned(),
+        };
         cluster.pg_ctl_start();
-        let mut c = cluster.connect();
-        c.batch_execute("CREATE EXTENSION pg_cron; CREATE EXTENSION employes_sync;")
-            .unwrap();
+        if create_extensions {
+            let mut c = cluster.connect();
+            c.batch_execute("CREATE EXTENSION pg_cron; CREATE EXTENSION employes_sync;")
+                .unwrap();
+        }
         cluster
+    }
+
+    /// A hot standby of `primary`, made with `pg_basebackup -R` (so it has the primary's
+    /// configuration, `ALTER SYSTEM` settings included) and started on a port of its own.
+    pub fn standby_of(primary: &Cluster, name: &str) -> Cluster {
+        let dir = test_dir(name);
+        let data = dir.join("data");
+        run_ok({
+            let mut c = primary.pg_cmd("pg_basebackup");
+            c.arg("-D")
+                .arg(&data)
+                .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
+                .args([
+                    "-U",
+                    "postgres",
+                    "-R",
+                    "-X",
+                    "stream",
+                    "-c",
+                    "fast",
+                    "--no-sync",
+                ]);
+            c
+        });
+        let port = free_port();
+        let mut text = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        text.push_str(&format!(
+            "\n# standby\nport = {port}\nunix_socket_directories = '{}'\n",
+            dir.display()
+        ));
+        std::fs::write(data.join("postgresql.conf"), text).unwrap();
+        let cluster = Cluster {
+            dir,
+            port,
+            bin: primary.bin.clone(),
+        };
+        cluster.pg_ctl_start();
+        cluster
+    }
+
+    /// A PostgreSQL program of this cluster's installation, run as the cluster owner.
+    pub fn pg_cmd(&self, program: &str) -> Command {
+        pg_cmd_in(&self.bin, program)
     }
 
     fn log_file(&self) -> PathBuf {
@@ -125,7 +203,8 @@ impl Cluster {
     }
 
     pub fn pg_ctl_start(&self) {
-        let out = pg_cmd("pg_ctl")
+        let out = self
+            .pg_cmd("pg_ctl")
             .args(["-D"])
             .arg(self.dir.join("data"))
             .args(["-l"])
@@ -143,7 +222,8 @@ impl Cluster {
 
     /// `mode`: smart, fast or immediate.
     pub fn pg_ctl_stop(&self, mode: &str) {
-        let _ = pg_cmd("pg_ctl")
+        let _ = self
+            .pg_cmd("pg_ctl")
             .args(["-D"])
             .arg(self.dir.join("data"))
             .args(["-w", "-t", "60", "-m", mode, "stop"])
@@ -155,11 +235,16 @@ impl Cluster {
     }
 
     pub fn connect(&self) -> Client {
+        self.connect_to("postgres")
+    }
+
+    /// A connection to database `dbname` of this cluster.
+    pub fn connect_to(&self, dbname: &str) -> Client {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match Client::connect(
                 &format!(
-                    "host=127.0.0.1 port={} user=postgres dbname=postgres",
+                    "host=127.0.0.1 port={} user=postgres dbname={dbname}",
                     self.port
                 ),
                 NoTls,

@@ -82,7 +82,7 @@ fn bad_arguments_and_settings_are_rejected_with_their_sqlstate_and_change_nothin
             "SELECT employes_sync_cancel('00000000-0000-0000-0000-000000000000')".into(),
             "22023",
         ),
-        (format!("SELECT employes_sync_cancel('{ended}')"), "55000"),
+        (format!("SELECT employes_sync_cancel('{ended}')"), "PT409"),
         // timeouts
         (format!("SELECT employes_sync_wait('{ended}', -1)"), "22023"),
         (

@@ -154,9 +154,9 @@ fn cancel_during_a_sync_stops_it_deletes_nobody_and_the_next_sync_converges() {
         end.employees_done < EMPLOYEES as i32,
         "it stopped early: {end:?}"
     );
-    // Cancelling an ended session is a wrong state.
+    // Cancelling an ended session is a conflict (HTTP 409 over PostgREST).
     let (code, msg) = sql_error(&mut c, "SELECT employes_sync_cancel($1)", &[&s.id]);
-    assert_eq!(code, "55000", "{msg}");
+    assert_eq!(code, "PT409", "{msg}");
     assert!(msg.contains("cancelled"), "{msg}");
     assert_history_consistent(&mut c);
     sim.set_latency(0, 0);

@@ -437,7 +437,7 @@ fn cancel_mid_sync_stops_it_and_keeps_the_state_of_the_last_sync() {
     assert_eq!(st["running_session"], Value::Null);
     assert_eq!(st["employees_synced"], 150);
     let (code, _, _) = sql_error_with_hint(&mut c, "SELECT employes_sync_cancel($1)", &[&s.id]);
-    assert_eq!(code, "55000", "an ended session cannot be cancelled");
+    assert_eq!(code, "PT409", "an ended session cannot be cancelled");
 }
 
 #[test]

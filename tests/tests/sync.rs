@@ -585,7 +585,7 @@ fn the_worker_waits_for_the_trigger_to_commit_and_forgets_a_rolled_back_one() {
     let err = tx
         .query_one("SELECT status FROM employes_sync_wait($1, 1)", &[&s.id])
         .unwrap_err();
-    assert_eq!(err.code().unwrap().code(), "55000", "{err}");
+    assert_eq!(err.code().unwrap().code(), "PT409", "{err}");
     tx.rollback().unwrap();
     let mut tx = c.transaction().unwrap();
     let s = Session::from(
