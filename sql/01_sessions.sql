@@ -26,6 +26,7 @@ CREATE TABLE employes_sync_sessions (
     cancel_requested_at timestamptz,
     requested_xid       xid8,
     worker_instance     text,
+    list_moved          integer NOT NULL DEFAULT 0,
     CONSTRAINT employes_sync_sessions_finished_has_time
         CHECK ((status IN ('queued', 'running')) = (completed_at IS NULL))
 );
@@ -49,10 +50,11 @@ COMMENT ON COLUMN employes_sync_sessions.api_requests IS 'HTTP requests really s
 COMMENT ON COLUMN employes_sync_sessions.retries IS 'Requests repeated after a 429, 5xx, timeout or reset.';
 COMMENT ON COLUMN employes_sync_sessions.versions_written IS 'New raw versions written (0 when nothing changed).';
 COMMENT ON COLUMN employes_sync_sessions.changes_detected IS 'Rows written to employes_changes.';
-COMMENT ON COLUMN employes_sync_sessions.employees_deleted IS 'Employees marked deleted because a complete snapshot no longer listed them.';
+COMMENT ON COLUMN employes_sync_sessions.employees_deleted IS 'Employees marked deleted: missing from a complete snapshot, and confirmed gone by the API (404 on GET /employees/{id}).';
 COMMENT ON COLUMN employes_sync_sessions.snapshot_complete IS 'Every list page fetched and the count equal to the API total: only then are deletions detected.';
 COMMENT ON COLUMN employes_sync_sessions.cancel_requested_at IS 'Set by employes_sync_cancel(); the worker stops at the next page boundary.';
 COMMENT ON COLUMN employes_sync_sessions.requested_xid IS 'Transaction that created the session; the worker waits for it to commit.';
+COMMENT ON COLUMN employes_sync_sessions.list_moved IS 'Employees missing from a complete list whom the API still has (GET /employees/{id} answered): the list moved while the sync read it. They are not marked deleted; the next sync reads them again.';
 COMMENT ON COLUMN employes_sync_sessions.worker_instance IS 'The server and database the session''s worker runs in (employes_sync_instance()): a queued or running session that came from another database (a restored dump), an old primary (a failover) or before a restart has no worker here.';
 
 CREATE TABLE employes_sync_logs (

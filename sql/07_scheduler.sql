@@ -250,7 +250,7 @@ BEGIN
             'employees_total', last_session.employees_total, 'employees_done', last_session.employees_done,
             'api_requests', last_session.api_requests, 'versions_written', last_session.versions_written,
             'changes_detected', last_session.changes_detected, 'employees_deleted', last_session.employees_deleted,
-            'errors', last_session.errors, 'error', last_session.error,
+            'list_moved', last_session.list_moved, 'errors', last_session.errors, 'error', last_session.error,
             'worker_gone', stale IS NOT NULL);
     END IF;
 

@@ -306,7 +306,8 @@ fn run(session: String, xid: String) {
         &format!("sync {} in {:.1} s", outcome.status.as_str(), begun.elapsed().as_secs_f64()),
         json!({"status": outcome.status.as_str(), "seconds": begun.elapsed().as_secs_f64(), "snapshot_complete": outcome.snapshot_complete,
                "api_requests": p.api_requests, "retries": p.retries, "versions_written": p.versions_written,
-               "changes_detected": p.changes_detected, "employees_deleted": p.deleted, "errors": p.errors}),
+               "changes_detected": p.changes_detected, "employees_deleted": p.deleted, "list_moved": p.list_moved,
+               "errors": p.errors}),
     );
     let finished = in_tx(|| {
         let mut args = progress_args(&session, p);
@@ -315,7 +316,7 @@ fn run(session: String, xid: String) {
         args.push(outcome.snapshot_complete.into());
         Spi::run_with_args(
             &format!(
-                "UPDATE employes_sync_sessions SET {PROGRESS_SET}, status = $12, error = $13, snapshot_complete = $14,
+                "UPDATE employes_sync_sessions SET {PROGRESS_SET}, status = $13, error = $14, snapshot_complete = $15,
                         completed_at = clock_timestamp() WHERE id = $1::uuid"
             ),
             &args,
@@ -392,7 +393,8 @@ fn wait_for_creator(session: &str, xid: &str) -> bool {
 macro_rules! progress_set {
     () => {
         "pages_total = $2, pages_done = $3, employees_total = $4, employees_done = $5, api_requests = $6,
-    retries = $7, versions_written = $8, changes_detected = $9, errors = $10, employees_deleted = $11, heartbeat_at = clock_timestamp()"
+    retries = $7, versions_written = $8, changes_detected = $9, errors = $10, employees_deleted = $11, list_moved = $12,
+    heartbeat_at = clock_timestamp()"
     };
 }
 const PROGRESS_SET: &str = progress_set!();
@@ -419,6 +421,7 @@ fn progress_args<'a>(session: &str, p: &Progress) -> Vec<DatumWithOid<'a>> {
         clamp(p.changes_detected).into(),
         clamp(p.errors).into(),
         clamp(p.deleted).into(),
+        clamp(p.list_moved).into(),
     ]
 }
 
@@ -763,7 +766,8 @@ pub(crate) fn write_versions(
     })
 }
 
-/// Closes the current records of the employees who left (`$1`: not in a complete list).
+/// Closes the current records of the employees who left (`$1`: missing from a complete list,
+/// and confirmed gone by the API).
 const DELETE_MISSING: &str = "
 WITH gone AS (
     UPDATE employes_raw_data r SET valid_to = now(), closed_session_id = $2::uuid
@@ -1050,20 +1054,14 @@ impl Store for SpiStore {
         Ok(stats)
     }
 
-    fn delete_missing(
-        &mut self,
-        seen: &SeenIds,
-        progress: &Progress,
-    ) -> Result<ApplyStats, String> {
+    fn missing(&mut self, seen: &SeenIds) -> Result<Vec<String>, String> {
         // Usually nobody left: the cache knows without any SQL.
         if self.current.as_ref().is_some_and(|c| !c.any_unlisted(seen)) {
-            return Ok(ApplyStats::default());
+            return Ok(Vec::new());
         }
-        let session = self.session.clone();
-        let progress = progress.clone();
-        in_tx(move || {
+        in_tx(|| {
             // The current records' employees, streamed, against the listed ids: the ids that
-            // left are few, so only they go back to SQL.
+            // left are few, so only they are kept.
             let mut gone: Vec<String> = Vec::new();
             for_each_row(
                 "SELECT employee_id FROM employes_raw_data WHERE valid_to IS NULL",
@@ -1077,9 +1075,20 @@ impl Store for SpiStore {
             )?;
             gone.sort_unstable();
             gone.dedup();
-            if gone.is_empty() {
-                return Ok(ApplyStats::default());
-            }
+            Ok(gone)
+        })
+    }
+
+    fn mark_deleted(
+        &mut self,
+        ids: Vec<String>,
+        progress: &Progress,
+    ) -> Result<ApplyStats, String> {
+        let session = self.session.clone();
+        let progress = progress.clone();
+        let ids = std::sync::Mutex::new(ids);
+        in_tx(move || {
+            let gone = std::mem::take(&mut *ids.lock().map_err(|e| e.to_string())?);
             let (employees, changes) = Spi::get_two_with_args::<i64, i64>(
                 DELETE_MISSING,
                 &[gone.clone().into(), session.clone().into()],

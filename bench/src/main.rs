@@ -593,11 +593,13 @@ impl Store for NullStore {
     ) -> Result<ApplyStats, String> {
         Ok(ApplyStats::default())
     }
-    fn delete_missing(
+    fn missing(
         &mut self,
         _seen: &employes_sync_core::sync::SeenIds,
-        _p: &Progress,
-    ) -> Result<ApplyStats, String> {
+    ) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
+    fn mark_deleted(&mut self, _ids: Vec<String>, _p: &Progress) -> Result<ApplyStats, String> {
         Ok(ApplyStats::default())
     }
     fn progress(&mut self, _p: &Progress) -> Result<(), String> {

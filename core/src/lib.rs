@@ -6,6 +6,7 @@ pub mod canonical;
 pub mod classify;
 pub mod client;
 pub mod cron;
+pub mod deletions;
 pub mod diff;
 pub mod shape;
 pub mod sync;

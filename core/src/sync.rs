@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use crate::canonical::content_hash;
 use crate::classify::Kind;
 use crate::client::{ApiError, Client, ListPage};
+use crate::deletions;
 use crate::versions::{record_id, Incoming};
 
 /// Counters a session shows; `api_requests` and `retries` come from the client.
@@ -30,6 +31,8 @@ pub struct Progress {
     pub changes_detected: u64,
     pub errors: u64,
     pub deleted: u64,
+    /// Employees missing from the list whom the API still has: the list moved under the sync.
+    pub list_moved: u64,
 }
 
 /// The employee ids a list gave, kept as 64-bit keys: 8 bytes each whatever an id's length, so
@@ -122,9 +125,11 @@ pub trait Store {
         records: Vec<Incoming>,
         progress: &Progress,
     ) -> Result<ApplyStats, String>;
-    /// Marks every current record whose employee is not in `seen` deleted; returns how many
-    /// employees (as `versions_written`) and the changes recorded.
-    fn delete_missing(&mut self, seen: &SeenIds, progress: &Progress)
+    /// The employees with a current record who are not in `seen`, sorted.
+    fn missing(&mut self, seen: &SeenIds) -> Result<Vec<String>, String>;
+    /// Marks the current records of these employees deleted; returns how many employees (as
+    /// `versions_written`) and the changes recorded.
+    fn mark_deleted(&mut self, ids: Vec<String>, progress: &Progress)
         -> Result<ApplyStats, String>;
     fn progress(&mut self, progress: &Progress) -> Result<(), String>;
     fn log(&mut self, level: Level, step: &str, message: &str, details: Value);
@@ -322,7 +327,7 @@ fn warn_types(store: &mut dyn Store, step: &str, place: &str, mut odd: Vec<Value
 
 /// Runs one sync to its end. Never panics on API or storage errors: they end up in the outcome.
 pub fn run_sync(client: &Client, store: &mut dyn Store, opts: SyncOptions) -> Outcome {
-    let mut run = Run::new(client);
+    let mut run = Run::new(client, opts.concurrency);
     let mut pipeline = Pipeline::start(client, opts.concurrency);
     pipeline.push(Job::Page(1));
     store.log(
@@ -411,6 +416,8 @@ impl Pending {
 
 struct Run<'a> {
     client: &'a Client,
+    /// Connections for the requests that confirm deletions.
+    concurrency: usize,
     progress: Progress,
     pages_ok: HashSet<u32>,
     pages_failed: u64,
@@ -427,9 +434,10 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(client: &'a Client) -> Run<'a> {
+    fn new(client: &'a Client, concurrency: usize) -> Run<'a> {
         Run {
             client,
+            concurrency,
             progress: Progress::default(),
             pages_ok: HashSet::new(),
             pages_failed: 0,
@@ -513,8 +521,11 @@ impl<'a> Run<'a> {
             || Some(lp.total) != self.progress.employees_total
         {
             self.snapshot_doubts.push(format!(
-                "page {page} reported pages = {} and total = {}, page 1 said {:?} and {:?}",
-                lp.pages, lp.total, self.progress.pages_total, self.progress.employees_total
+                "the list changed while it was read: page {page} reported {} employees in {} pages, page 1 {} in {}",
+                lp.total,
+                lp.pages,
+                self.progress.employees_total.unwrap_or_default(),
+                self.progress.pages_total.unwrap_or_default()
             ));
         }
         let mut batch = Vec::with_capacity(lp.records.len());
@@ -697,6 +708,62 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Records as deleted the employees missing from the complete list whom the API confirms
+    /// gone (404); the ones it still has are logged and counted as a moved list.
+    fn delete_confirmed(&mut self, store: &mut dyn Store) {
+        let missing = match store.missing(&self.seen) {
+            Ok(m) if m.is_empty() => return,
+            Ok(m) => m,
+            Err(e) => {
+                let message = format!("the employees missing from the list could not be read: {e}");
+                return self.error(store, "changes", message, json!({}));
+            }
+        };
+        let asked = missing.len();
+        let answer = deletions::confirm(self.client, missing, self.concurrency);
+        self.sync_counters();
+        if let Some(e) = answer.fatal {
+            store.log(Level::Error, "changes", &e.to_string(), json!({}));
+            self.fatal = Some(e.to_string());
+            return;
+        }
+        if !answer.present.is_empty() {
+            self.progress.list_moved = answer.present.len() as u64;
+            store.log(
+                Level::Warning,
+                "changes",
+                &format!(
+                    "the employee list moved while it was read: {} of the {asked} employees missing from it are still in Employes; they are not marked deleted, and the next sync reads them again",
+                    answer.present.len()
+                ),
+                json!({"employee_ids": answer.present, "missing": asked}),
+            );
+        }
+        for (id, e) in &answer.unconfirmed {
+            if !matches!(e, ApiError::Stopped) {
+                let message = format!(
+                    "employee {id} is missing from the list, but whether it was deleted could not be confirmed ({e}); it is not marked deleted"
+                );
+                self.error(store, "changes", message, json!({"employee_id": id}));
+            }
+        }
+        if answer.gone.is_empty() {
+            return;
+        }
+        match store.mark_deleted(answer.gone, &self.progress) {
+            Ok(stats) => {
+                self.progress.deleted = stats.versions_written;
+                self.progress.changes_detected += stats.changes_detected;
+            }
+            Err(e) => self.error(
+                store,
+                "changes",
+                format!("deletions could not be applied: {e}"),
+                json!({}),
+            ),
+        }
+    }
+
     fn finish(mut self, store: &mut dyn Store) -> Outcome {
         let odd = std::mem::take(&mut self.pending.odd_history);
         if !odd.is_empty() {
@@ -715,6 +782,26 @@ impl<'a> Run<'a> {
             && self.stopped.is_none()
             && self.snapshot_doubts.is_empty()
             && ((all_pages && count_matches) || empty_company);
+        let mut reasons = self.snapshot_doubts.clone();
+        if !all_pages && !empty_company {
+            reasons.push(format!(
+                "{} of {} list pages fetched",
+                self.pages_ok.len(),
+                pages_total
+            ));
+        }
+        if !count_matches && !empty_company {
+            reasons.push(match self.progress.employees_total {
+                Some(total) => format!(
+                    "{} employees listed, but the API's total is {total}",
+                    self.seen.len()
+                ),
+                None => format!(
+                    "{} employees listed, and the API gave no total",
+                    self.seen.len()
+                ),
+            });
+        }
 
         if complete && self.seen.is_empty() {
             store.log(
@@ -724,34 +811,8 @@ impl<'a> Run<'a> {
                 json!({}),
             );
         } else if complete {
-            match store.delete_missing(&self.seen, &self.progress) {
-                Ok(stats) => {
-                    self.progress.deleted = stats.versions_written;
-                    self.progress.changes_detected += stats.changes_detected;
-                }
-                Err(e) => self.error(
-                    store,
-                    "changes",
-                    format!("deletions could not be applied: {e}"),
-                    json!({}),
-                ),
-            }
+            self.delete_confirmed(store);
         } else if self.fatal.is_none() && self.stopped.is_none() {
-            let mut reasons = self.snapshot_doubts.clone();
-            if !all_pages {
-                reasons.push(format!(
-                    "{} of {} list pages fetched",
-                    self.pages_ok.len(),
-                    pages_total
-                ));
-            }
-            if !count_matches {
-                reasons.push(format!(
-                    "{} employees listed, the API's total is {:?}",
-                    self.seen.len(),
-                    self.progress.employees_total
-                ));
-            }
             store.log(
                 Level::Warning,
                 "changes",
@@ -793,11 +854,23 @@ impl<'a> Run<'a> {
             }
         } else if let Some(f) = self.fatal.clone() {
             (FinalStatus::Error, Some(f))
-        } else if self.progress.errors > 0 || !complete {
+        } else if self.progress.errors > 0 || !complete || self.progress.list_moved > 0 {
             let msg = self.first_error.clone().unwrap_or_else(|| {
+                if self.progress.list_moved > 0 {
+                    return format!(
+                        "the employee list moved while it was read: {} employees missing from it are still in Employes, so they were not marked deleted; the next sync reads them again",
+                        self.progress.list_moved
+                    );
+                }
                 let mut d = self.snapshot_doubts.clone();
                 d.truncate(3);
-                format!("incomplete snapshot: {}", d.join("; "))
+                if d.is_empty() {
+                    d = reasons.clone();
+                }
+                format!(
+                    "incomplete snapshot, so no employee was marked deleted: {}",
+                    d.join("; ")
+                )
             });
             (FinalStatus::Partial, Some(msg))
         } else {

@@ -94,11 +94,23 @@ impl Store for MemStore {
         Ok(stats)
     }
 
-    fn delete_missing(&mut self, seen: &SeenIds, _p: &Progress) -> Result<ApplyStats, String> {
+    fn missing(&mut self, seen: &SeenIds) -> Result<Vec<String>, String> {
+        let mut ids: Vec<String> = self
+            .versions
+            .iter()
+            .filter(|((_, id), vs)| vs.last().unwrap().2 && !seen.contains(id))
+            .map(|((_, id), _)| id.clone())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    fn mark_deleted(&mut self, ids: Vec<String>, _p: &Progress) -> Result<ApplyStats, String> {
         let mut stats = ApplyStats::default();
         for ((kind, id), vs) in self.versions.iter_mut() {
             let last = vs.last_mut().unwrap();
-            if last.2 && !seen.contains(id) {
+            if last.2 && ids.contains(id) {
                 last.2 = false;
                 self.changes.push((*kind, id.clone(), "deleted".into()));
                 stats.changes_detected += 1;
@@ -450,4 +462,42 @@ fn a_batch_that_cannot_be_applied_fails_its_pages_and_deletes_nobody() {
             .count(),
         2
     );
+}
+
+#[test]
+fn an_employee_the_list_skipped_but_the_api_still_has_is_not_deleted() {
+    let (sim, mut store) = synced(150);
+    let order = sim.listed_employee_ids();
+    // After page 1 the employee at position 2 is deleted and one is hired: everyone after it
+    // moves up a place, the first of page 2 onto page 1 (already read); the total stays 150.
+    sim.move_list_after_page(employes_sim::ListMove {
+        after_page: 1,
+        delete_positions: vec![2],
+        hires: 1,
+        ..Default::default()
+    });
+    let before = store.changes.len();
+    let out = run_sync(&client(&sim, 0.0), &mut store, opts());
+    assert_eq!(out.status, FinalStatus::Partial, "{out:?}");
+    assert!(out.snapshot_complete);
+    assert_eq!((out.progress.deleted, out.progress.list_moved), (0, 1));
+    assert!(!store.changes[before..].iter().any(|c| c.2 == "deleted"));
+    assert!(out
+        .error
+        .unwrap()
+        .contains("the employee list moved while it was read"));
+    // One confirmation request, for the skipped employee: 150 listed of which 1 new, 2 pages.
+    assert_eq!(out.progress.api_requests, 2 + 150 + 1);
+    assert!(store
+        .logs
+        .iter()
+        .any(|(l, m)| *l == Level::Warning && m.contains("1 of the 1 employees missing")));
+    let out = run_sync(&client(&sim, 0.0), &mut store, opts());
+    assert_eq!(out.status, FinalStatus::Completed, "{out:?}");
+    let deleted: Vec<&String> = store.changes[before..]
+        .iter()
+        .filter(|c| c.2 == "deleted" && c.0 == Kind::Employee)
+        .map(|c| &c.1)
+        .collect();
+    assert_eq!(deleted, [&order[2]]);
 }

@@ -23,6 +23,9 @@ pub struct Dataset {
     pub company_id: String,
     pub date: NaiveDate,
     pub employees: Vec<Entry>,
+    /// List positions changed without changing any record (a reorder): the sort key of these
+    /// employees (by index) instead of their `employee_number`.
+    pub list_rank: std::collections::HashMap<usize, f64>,
 }
 
 impl Dataset {
@@ -86,18 +89,24 @@ impl Dataset {
             company_id,
             date,
             employees,
+            list_rank: Default::default(),
         })
     }
 
-    /// Indices of the listed (not removed) employees in list order: `employee_number` ascending,
-    /// records without a numeric one last, ties in dataset order.
+    /// Indices of the listed (not removed) employees in list order: `employee_number` ascending
+    /// (or the rank a reorder gave), records without a numeric one last, ties in dataset order.
     pub fn listed(&self) -> Vec<usize> {
         let mut idx: Vec<usize> = (0..self.employees.len())
             .filter(|&i| !self.employees[i].removed)
             .collect();
+        let key = |i: usize| {
+            self.list_rank
+                .get(&i)
+                .copied()
+                .or_else(|| number_key(&self.employees[i].record))
+        };
         idx.sort_by(|&a, &b| {
-            let ka = number_key(&self.employees[a].record);
-            let kb = number_key(&self.employees[b].record);
+            let (ka, kb) = (key(a), key(b));
             match (ka, kb) {
                 (Some(x), Some(y)) => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
                 (Some(_), None) => std::cmp::Ordering::Less,
@@ -885,6 +894,7 @@ pub fn generate_dataset(n: usize, seed: u64, today: NaiveDate, company_id: &str)
         company_id: company_id.to_string(),
         date: today,
         employees,
+        list_rank: Default::default(),
     }
 }
 

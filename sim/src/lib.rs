@@ -24,7 +24,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use advance::{AdvanceOptions, StepReport, TruthChange};
+pub use advance::{AdvanceOptions, ListMove, StepReport, TruthChange};
 pub use faults::{Endpoint, FaultAction, FaultRule};
 pub use stats::Stats;
 
@@ -101,6 +101,8 @@ pub(crate) struct Shared {
     pub jitter: Mutex<Rng>,
     pub stats: Mutex<Recorder>,
     pub faults: Mutex<Faults>,
+    /// List moves waiting for their page, and the reports of those applied.
+    pub list_moves: Mutex<(Vec<ListMove>, Vec<StepReport>)>,
     pub shutdown: AtomicBool,
 }
 
@@ -125,6 +127,7 @@ impl Shared {
         }
         lock(&self.stats).reset();
         lock(&self.faults).set(Vec::new());
+        *lock(&self.list_moves) = Default::default();
         let rps = *lock(&self.rps);
         *lock(&self.limiter) = TokenBucket::new(rps);
     }
@@ -177,6 +180,7 @@ impl Sim {
             jitter: Mutex::new(Rng::derive(cfg.seed, 3, 0)),
             stats: Mutex::new(Recorder::default()),
             faults: Mutex::new(Faults::default()),
+            list_moves: Mutex::new(Default::default()),
             shutdown: AtomicBool::new(false),
         });
         let s2 = Arc::clone(&shared);
@@ -252,6 +256,17 @@ impl Sim {
 
     pub fn set_rate_limit(&self, rps: f64) {
         self.shared.set_rate_limit(rps);
+    }
+
+    /// Changes the employee list right after list page `mv.after_page` is next answered (once),
+    /// as HR editing the company while a sync is between two pages.
+    pub fn move_list_after_page(&self, mv: ListMove) {
+        lock(&self.shared.list_moves).0.push(mv);
+    }
+
+    /// What the list moves applied so far did (deletions and hires), in order.
+    pub fn list_moves_done(&self) -> Vec<StepReport> {
+        lock(&self.shared.list_moves).1.clone()
     }
 
     pub fn set_latency(&self, latency_ms: u64, jitter_ms: u64) {

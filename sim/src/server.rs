@@ -467,7 +467,7 @@ fn answer(req: &Request, sh: &Shared, r: &Route) -> Response {
     if !matches!(r, Route::NotFound | Route::OtherCompany) && req.method != "GET" {
         return Response::message(405, "Method Not Allowed");
     }
-    let st = lock(&sh.state);
+    let mut st = lock(&sh.state);
     let ds = &st.ds;
     match r {
         Route::NotFound => Response::message(404, "Not found"),
@@ -506,11 +506,26 @@ fn answer(req: &Request, sh: &Shared, r: &Route) -> Response {
                 .take(per_page)
                 .map(|&i| &ds.employees[i].record)
                 .collect();
-            Response::json(
+            let resp = Response::json(
                 200,
                 &json!({ "data": data, "pages": pages, "total": total }),
-            )
+            );
+            apply_list_moves(sh, &mut st.ds, page);
+            resp
         }
+    }
+}
+
+/// Applies the list moves armed for after this page, now that it is answered.
+fn apply_list_moves(sh: &Shared, ds: &mut crate::data::Dataset, page: usize) {
+    let mut moves = lock(&sh.list_moves);
+    let (armed, done) = &mut *moves;
+    let (now, later): (Vec<_>, Vec<_>) =
+        armed.drain(..).partition(|m| m.after_page as usize == page);
+    *armed = later;
+    for mv in now {
+        let nth = done.len() as u32 + 1;
+        done.push(crate::advance::move_list(ds, sh.seed, nth, &mv));
     }
 }
 
@@ -536,6 +551,15 @@ fn control(req: &Request, sh: &Shared) -> Response {
             Ok(opts) => Response::json(200, &json!(sh.advance(&opts.unwrap_or_default()))),
             Err(r) => r,
         },
+        ("POST", "/_sim/list_move") => match parse_body::<crate::ListMove>(req) {
+            Ok(Some(mv)) => {
+                lock(&sh.list_moves).0.push(mv);
+                ok()
+            }
+            Ok(None) => Response::message(400, "a list move body is required"),
+            Err(r) => r,
+        },
+        ("GET", "/_sim/list_move") => Response::json(200, &json!(lock(&sh.list_moves).1)),
         ("GET", "/_sim/faults") => Response::json(200, &json!(lock(&sh.faults).rules())),
         ("POST", "/_sim/faults") => match parse_body::<Vec<FaultRule>>(req) {
             Ok(rules) => {
@@ -586,7 +610,7 @@ fn control(req: &Request, sh: &Shared) -> Response {
         (
             _,
             "/_sim/advance" | "/_sim/faults" | "/_sim/stats" | "/_sim/stats/reset" | "/_sim/reset"
-            | "/_sim/dump" | "/_sim/load" | "/_sim/config",
+            | "/_sim/dump" | "/_sim/load" | "/_sim/config" | "/_sim/list_move",
         ) => Response::message(405, "Method Not Allowed"),
         _ => Response::message(404, "Not found"),
     }

@@ -364,3 +364,69 @@ fn shutdown_stops_serving() {
     s.shutdown();
     assert!(std::net::TcpStream::connect(addr).is_err());
 }
+
+/// The ids on one list page.
+fn page_ids(s: &Sim, page: u32, per_page: u32) -> Vec<String> {
+    api(s, &format!("/employees?page={page}&per_page={per_page}")).json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_list_move_changes_the_list_right_after_its_page_is_answered() {
+    let s = sim();
+    let before = s.listed_employee_ids();
+    s.move_list_after_page(employes_sim::ListMove {
+        after_page: 1,
+        delete_positions: vec![4],
+        hires: 1,
+        ..Default::default()
+    });
+    // Page 2 first: the move waits for page 1.
+    assert_eq!(page_ids(&s, 2, 100), before[100..].to_vec());
+    assert_eq!(page_ids(&s, 1, 100), before[..100].to_vec());
+    let done = s.list_moves_done();
+    assert_eq!(done.len(), 1);
+    let kinds: Vec<(&str, &str)> = done[0]
+        .changes
+        .iter()
+        .map(|t| (t.change_type.as_str(), t.event.as_str()))
+        .collect();
+    assert_eq!(kinds, [("deleted", "removal"), ("created", "hire")]);
+    assert_eq!(done[0].changes[0].employee_id, before[4]);
+    // Everyone after the deleted one moved up a place; the hire is last; the total is the same.
+    let after = s.listed_employee_ids();
+    assert_eq!(after.len(), before.len());
+    assert_eq!(after[4..116], before[5..117]);
+    assert_eq!(after[116], done[0].changes[1].employee_id);
+    assert_eq!(api(&s, &format!("/employees/{}", before[4])).status, 404);
+    let hired = api(&s, &format!("/employees/{}", after[116]));
+    assert_eq!(hired.status, 200);
+    // Once only.
+    page_ids(&s, 1, 100);
+    assert_eq!(s.list_moves_done().len(), 1);
+}
+
+#[test]
+fn a_reorder_moves_an_employee_without_changing_any_record() {
+    let s = sim();
+    let before = s.listed_employee_ids();
+    let records = api(&s, "/employees?page=1&per_page=100").json();
+    s.move_list_after_page(employes_sim::ListMove {
+        after_page: 1,
+        reorder: Some((100, 0)),
+        ..Default::default()
+    });
+    page_ids(&s, 1, 100);
+    let after = s.listed_employee_ids();
+    assert_eq!(after[0], before[100]);
+    assert_eq!(after[1..101], before[..100]);
+    assert!(s.list_moves_done()[0].changes.is_empty());
+    // The same records, in another order.
+    let moved = api(&s, "/employees?page=1&per_page=100").json();
+    assert_eq!(moved["data"][1], records["data"][0]);
+    assert_eq!(moved["total"], records["total"]);
+}

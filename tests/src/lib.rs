@@ -329,10 +329,11 @@ pub struct Session {
     pub employees_done: i32,
     pub errors: i32,
     pub snapshot_complete: Option<bool>,
+    pub list_moved: i32,
 }
 
 pub const SESSION_COLUMNS: &str = "id, status, source, triggered_by, error, api_requests, retries, versions_written, changes_detected,
-    employees_deleted, pages_total, pages_done, employees_total, employees_done, errors, snapshot_complete";
+    employees_deleted, pages_total, pages_done, employees_total, employees_done, errors, snapshot_complete, list_moved";
 
 impl From<&Row> for Session {
     fn from(r: &Row) -> Session {
@@ -353,6 +354,7 @@ impl From<&Row> for Session {
             employees_done: r.get(13),
             errors: r.get(14),
             snapshot_complete: r.get(15),
+            list_moved: r.get(16),
         }
     }
 }
