@@ -18,6 +18,7 @@ REVOKE ALL ON FUNCTION employes_sync_trigger(text, text), employes_sync_wait(uui
                        employes_sync_reap_stale(), employes_sync_launch_worker(uuid, text),
                        employes_sync_instance(),
                        employes_sync_session_stale_reason(text, integer, text, timestamptz),
+                       employes_sync_mask_settings(text),
                        employes_sync_status(), employes_sync_schedule(text),
                        employes_sync_unschedule(), employes_sync_scheduler_status(),
                        employes_sync_cron_check(text), employes_sync_cron_describe(text),

@@ -27,6 +27,7 @@ CREATE TABLE employes_sync_sessions (
     requested_xid       xid8,
     worker_instance     text,
     list_moved          integer NOT NULL DEFAULT 0,
+    records_rejected    integer NOT NULL DEFAULT 0,
     CONSTRAINT employes_sync_sessions_finished_has_time
         CHECK ((status IN ('queued', 'running')) = (completed_at IS NULL))
 );
@@ -41,6 +42,7 @@ COMMENT ON TABLE employes_sync_sessions IS
 COMMENT ON COLUMN employes_sync_sessions.source IS 'What triggered the sync: manual, scheduler, api or webhook.';
 COMMENT ON COLUMN employes_sync_sessions.triggered_by IS 'Who triggered it: the argument, else the PostgREST JWT email claim, else the role.';
 COMMENT ON COLUMN employes_sync_sessions.status IS 'queued -> running -> completed | partial | error | cancelled.';
+COMMENT ON COLUMN employes_sync_sessions.error IS 'What went wrong, in one line of at most 500 characters (where, and what to do); the log rows carry the details.';
 COMMENT ON COLUMN employes_sync_sessions.worker_pid IS 'PID of the background worker running this session.';
 COMMENT ON COLUMN employes_sync_sessions.heartbeat_at IS 'Last time the worker recorded progress.';
 COMMENT ON COLUMN employes_sync_sessions.pages_total IS 'Pages of the employee list, as the API reported.';
@@ -55,6 +57,7 @@ COMMENT ON COLUMN employes_sync_sessions.snapshot_complete IS 'Every list page f
 COMMENT ON COLUMN employes_sync_sessions.cancel_requested_at IS 'Set by employes_sync_cancel(); the worker stops at the next page boundary.';
 COMMENT ON COLUMN employes_sync_sessions.requested_xid IS 'Transaction that created the session; the worker waits for it to commit.';
 COMMENT ON COLUMN employes_sync_sessions.list_moved IS 'Employees missing from a complete list whom the API still has (GET /employees/{id} answered): the list moved while the sync read it. They are not marked deleted; the next sync reads them again.';
+COMMENT ON COLUMN employes_sync_sessions.records_rejected IS 'Records that could not be stored as received (a NUL character, or a value the database refuses): each was left out alone, its earlier version stays current, and the log names the employee and the reason.';
 COMMENT ON COLUMN employes_sync_sessions.worker_instance IS 'The server and database the session''s worker runs in (employes_sync_instance()): a queued or running session that came from another database (a restored dump), an old primary (a failover) or before a restart has no worker here.';
 
 CREATE TABLE employes_sync_logs (

@@ -74,6 +74,37 @@ $$;
 COMMENT ON FUNCTION employes_sync_unschedule() IS
     'Removes the pg_cron job ''employes-sync''; true if there was one. A sync already running goes on.';
 
+-- Messages name the API's URL and the company, which are superuser-only settings: a role that
+-- cannot read them (an app's role on the status panel) sees them masked.
+CREATE FUNCTION employes_sync_mask_settings(message text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+DECLARE
+    caller text := coalesce(nullif(current_setting('role'), 'none'), session_user::text);
+    base_url text;
+    company text;
+BEGIN
+    IF message IS NULL
+       OR (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = caller)
+       OR pg_has_role(caller, 'pg_read_all_settings', 'MEMBER') THEN
+        RETURN message;
+    END IF;
+    base_url := nullif(btrim(current_setting('employes_sync.base_url', true)), '');
+    company := nullif(btrim(current_setting('employes_sync.company_id', true)), '');
+    IF base_url IS NOT NULL THEN
+        message := replace(message, rtrim(base_url, '/'), '<employes_sync.base_url>');
+    END IF;
+    IF company IS NOT NULL THEN
+        message := replace(message, company, '<employes_sync.company_id>');
+    END IF;
+    RETURN message;
+END
+$$;
+COMMENT ON FUNCTION employes_sync_mask_settings(text) IS
+    'A message with the API base URL and the company id masked, unless the calling role (SET ROLE, else the session user) may read those settings (a superuser, or a member of pg_read_all_settings).';
+
 CREATE FUNCTION employes_sync_scheduler_status()
 RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -143,7 +174,7 @@ BEGIN
                             'id', s.id, 'status', s.status, 'source', s.source, 'triggered_by', s.triggered_by,
                             'created_at', s.created_at, 'started_at', s.started_at, 'completed_at', s.completed_at,
                             'versions_written', s.versions_written, 'changes_detected', s.changes_detected,
-                            'error', s.error) END) AS run
+                            'error', employes_sync_mask_settings(s.error)) END) AS run
                   FROM cron.job_run_details r
                   LEFT JOIN LATERAL (
                         SELECT l.session_id FROM employes_sync_logs l
@@ -250,7 +281,8 @@ BEGIN
             'employees_total', last_session.employees_total, 'employees_done', last_session.employees_done,
             'api_requests', last_session.api_requests, 'versions_written', last_session.versions_written,
             'changes_detected', last_session.changes_detected, 'employees_deleted', last_session.employees_deleted,
-            'list_moved', last_session.list_moved, 'errors', last_session.errors, 'error', last_session.error,
+            'list_moved', last_session.list_moved, 'records_rejected', last_session.records_rejected,
+            'errors', last_session.errors, 'error', employes_sync_mask_settings(last_session.error),
             'worker_gone', stale IS NOT NULL);
     END IF;
 
@@ -282,6 +314,7 @@ COMMENT ON FUNCTION employes_sync_cron_interval(text, timestamptz) IS
 -- Nothing for PUBLIC: grants are given explicitly (see README, "Security and grants").
 REVOKE ALL ON FUNCTION employes_sync_schedule(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION employes_sync_unschedule() FROM PUBLIC;
+REVOKE ALL ON FUNCTION employes_sync_mask_settings(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION employes_sync_scheduler_status() FROM PUBLIC;
 REVOKE ALL ON FUNCTION employes_sync_status() FROM PUBLIC;
 REVOKE ALL ON FUNCTION employes_sync_cron_check(text) FROM PUBLIC;

@@ -22,6 +22,7 @@ pub static MAX_RETRIES: GucSetting<i32> = GucSetting::<i32>::new(5);
 pub static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(4);
 pub static PER_PAGE: GucSetting<i32> = GucSetting::<i32>::new(100);
 pub static LOG_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
+pub static RETRY_AFTER_MAX_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(300);
 
 pub fn init() {
     unsafe {
@@ -85,12 +86,13 @@ pub fn init() {
         i32,
         GucFlags,
     );
-    let ints: [IntGuc; 6] = [
+    let ints: [IntGuc; 7] = [
         (c"employes_sync.connect_timeout_ms", c"Timeout to connect to the API.", &CONNECT_TIMEOUT_MS, 100, 600_000, GucFlags::UNIT_MS),
         (c"employes_sync.request_timeout_ms", c"Timeout of one API request, body included.", &REQUEST_TIMEOUT_MS, 100, 3_600_000, GucFlags::UNIT_MS),
         (c"employes_sync.max_retries", c"Retries of a request after 429, 5xx, timeouts and resets.", &MAX_RETRIES, 0, 20, GucFlags::default()),
         (c"employes_sync.concurrency", c"HTTP connections used in parallel (always within requests_per_second).", &CONCURRENCY, 1, 32, GucFlags::default()),
         (c"employes_sync.per_page", c"Employees per list page requested (the API caps it at 100).", &PER_PAGE, 1, 100, GucFlags::default()),
+        (c"employes_sync.retry_after_max_seconds", c"Longest wait a 429's Retry-After (seconds or an HTTP date) is honoured for; a longer one is cut to this.", &RETRY_AFTER_MAX_SECONDS, 1, 86_400, GucFlags::UNIT_S),
         (c"employes_sync.log_retention_days", c"Days employes_sync_logs rows are kept (0 = forever); history tables are never pruned.", &LOG_RETENTION_DAYS, 0, 36_500, GucFlags::default()),
     ];
     for (name, short, setting, min, max, flags) in ints {
@@ -129,6 +131,7 @@ pub fn client_config() -> ClientConfig {
         request_timeout: std::time::Duration::from_millis(REQUEST_TIMEOUT_MS.get() as u64),
         max_retries: MAX_RETRIES.get() as u32,
         per_page: PER_PAGE.get() as u32,
+        retry_after_max: std::time::Duration::from_secs(RETRY_AFTER_MAX_SECONDS.get() as u64),
         ..ClientConfig::default()
     }
 }

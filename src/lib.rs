@@ -385,8 +385,12 @@ mod tests {
                     (id.to_owned(), printed)
                 })
                 .collect();
-            crate::worker::write_timeline(&plan, crate::worker::payload_events(&incoming), &stored)
-                .unwrap();
+            crate::worker::write_timeline(
+                &plan,
+                &crate::worker::payload_events(&incoming),
+                &stored,
+            )
+            .unwrap();
         };
         let timeline = || {
             Spi::get_one::<String>(

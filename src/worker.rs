@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 use employes_sync_core::classify::{ChangeType, Kind};
 use employes_sync_core::client::Client;
 use employes_sync_core::sync::{
-    run_sync, ApplyStats, FinalStatus, Level, Outcome, Progress, SeenIds, StopReason, Store,
-    SyncOptions,
+    run_sync, Applied, ApplyStats, FinalStatus, Level, Outcome, Progress, SeenIds, StopReason,
+    Store, SyncOptions,
 };
 use employes_sync_core::timeline;
 use employes_sync_core::versions::{self, Existing, Incoming};
@@ -122,18 +122,7 @@ fn in_tx<R>(
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
     }
     let result = PgTryBuilder::new(f)
-        .catch_others(|e| {
-            Err(match e {
-                pg_sys::panic::CaughtError::PostgresError(r)
-                | pg_sys::panic::CaughtError::ErrorReport(r) => match r.detail() {
-                    Some(d) => format!("{} ({d})", r.message()),
-                    None => r.message().to_owned(),
-                },
-                pg_sys::panic::CaughtError::RustPanic { ereport, .. } => {
-                    ereport.message().to_owned()
-                }
-            })
-        })
+        .catch_others(|e| Err(caught_message(e)))
         .execute();
     unsafe {
         match &result {
@@ -145,6 +134,18 @@ fn in_tx<R>(
         }
     }
     result
+}
+
+/// The message (and detail) of an error caught in a transaction.
+fn caught_message(e: pg_sys::panic::CaughtError) -> String {
+    match e {
+        pg_sys::panic::CaughtError::PostgresError(r)
+        | pg_sys::panic::CaughtError::ErrorReport(r) => match r.detail() {
+            Some(d) => format!("{} ({d})", r.message()),
+            None => r.message().to_owned(),
+        },
+        pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_owned(),
+    }
 }
 
 fn spi_err(e: pgrx::spi::SpiError) -> String {
@@ -307,7 +308,7 @@ fn run(session: String, xid: String) {
         json!({"status": outcome.status.as_str(), "seconds": begun.elapsed().as_secs_f64(), "snapshot_complete": outcome.snapshot_complete,
                "api_requests": p.api_requests, "retries": p.retries, "versions_written": p.versions_written,
                "changes_detected": p.changes_detected, "employees_deleted": p.deleted, "list_moved": p.list_moved,
-               "errors": p.errors}),
+               "records_rejected": p.rejected, "errors": p.errors}),
     );
     let finished = in_tx(|| {
         let mut args = progress_args(&session, p);
@@ -316,7 +317,7 @@ fn run(session: String, xid: String) {
         args.push(outcome.snapshot_complete.into());
         Spi::run_with_args(
             &format!(
-                "UPDATE employes_sync_sessions SET {PROGRESS_SET}, status = $13, error = $14, snapshot_complete = $15,
+                "UPDATE employes_sync_sessions SET {PROGRESS_SET}, status = $14, error = $15, snapshot_complete = $16,
                         completed_at = clock_timestamp() WHERE id = $1::uuid"
             ),
             &args,
@@ -394,7 +395,7 @@ macro_rules! progress_set {
     () => {
         "pages_total = $2, pages_done = $3, employees_total = $4, employees_done = $5, api_requests = $6,
     retries = $7, versions_written = $8, changes_detected = $9, errors = $10, employees_deleted = $11, list_moved = $12,
-    heartbeat_at = clock_timestamp()"
+    records_rejected = $13, heartbeat_at = clock_timestamp()"
     };
 }
 const PROGRESS_SET: &str = progress_set!();
@@ -422,6 +423,7 @@ fn progress_args<'a>(session: &str, p: &Progress) -> Vec<DatumWithOid<'a>> {
         clamp(p.errors).into(),
         clamp(p.deleted).into(),
         clamp(p.list_moved).into(),
+        clamp(p.rejected).into(),
     ]
 }
 
@@ -842,7 +844,7 @@ pub(crate) type StoredPayloads = HashMap<String, Option<String>>;
 /// `employes_timeline_refresh`.
 pub(crate) fn write_timeline(
     plan: &[versions::NewVersion],
-    mut events: PayloadEvents,
+    events: &PayloadEvents,
     stored: &StoredPayloads,
 ) -> Result<(), String> {
     let t = Instant::now();
@@ -853,7 +855,7 @@ pub(crate) fn write_timeline(
     let (mut e_employee, mut e_date, mut e_type, mut e_title) = (vec![], vec![], vec![], vec![]);
     let (mut e_details, mut e_key, mut e_old, mut e_new) = (vec![], vec![], vec![], vec![]);
     for v in plan {
-        let new = events.remove(&v.employee_id).flatten();
+        let new = events.get(&v.employee_id).cloned().flatten();
         let old = match stored.get(&v.employee_id) {
             // No earlier version: no employment events stored.
             None => Some(Vec::new()),
@@ -904,20 +906,137 @@ pub(crate) fn write_timeline(
     refresh_timeline(refresh)
 }
 
+/// What one batch's transaction wrote: its counts, the (employee, hash) pairs that are now
+/// current, the records the database refused (employee, reason) and how references were checked.
+pub(crate) struct BatchOutcome {
+    stats: ApplyStats,
+    written: Vec<(String, String)>,
+    rejected: Vec<(String, String)>,
+    references: Option<References>,
+}
+
+/// A batch gives up isolating its records once this many were refused alone: the database
+/// refuses everything (a dropped table, a full disk), not a record.
+const MAX_REJECTED: usize = 10;
+
+/// Runs `f` in a subtransaction of the current transaction, as a PL/pgSQL block with an
+/// EXCEPTION clause does: what it wrote stays when it succeeds and is rolled back, alone, when it
+/// fails (a Postgres error or an `Err`).
+fn in_subtx<R>(f: impl FnOnce() -> Result<R, String>) -> Result<R, String> {
+    // SAFETY: the transaction is open (the caller runs in `in_tx`); the memory context and
+    // resource owner of the caller are restored after the subtransaction ends, either way.
+    let (context, owner) = unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
+    unsafe {
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(context);
+    }
+    let result = PgTryBuilder::new(std::panic::AssertUnwindSafe(f))
+        .catch_others(|e| Err(caught_message(e)))
+        .execute();
+    unsafe {
+        match result {
+            Ok(_) => pg_sys::ReleaseCurrentSubTransaction(),
+            Err(_) => pg_sys::RollbackAndReleaseCurrentSubTransaction(),
+        }
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+    }
+    result
+}
+
+/// The writes of a batch, shared by every part of it that is written on its own.
+struct BatchWrite<'a> {
+    session: &'a str,
+    kind: Kind,
+    references: References,
+    events: &'a PayloadEvents,
+    stored: &'a StoredPayloads,
+}
+
+impl BatchWrite<'_> {
+    /// Closes the replaced versions, writes the new ones with their changes and the timeline.
+    fn write(&self, plan: &[versions::NewVersion]) -> Result<ApplyStats, String> {
+        self.references.triggers(false)?;
+        let close: Vec<i64> = plan.iter().filter_map(|v| v.close_raw_id).collect();
+        if !close.is_empty() {
+            let expected = close.len();
+            let closed = exec(
+                CLOSE,
+                &[close.into(), self.session.to_owned().into()],
+                |t| Ok(t.len()),
+            )?;
+            if closed != expected {
+                return Err(format!("expected to close {expected} current versions, closed {closed}: modified concurrently"));
+            }
+        }
+        let stats = write_versions(self.kind, self.session, plan)?;
+        self.references.triggers(true)?;
+        // Timeline events come from the history (employments: the difference between the events
+        // of the replaced payloads and of the ones just written) and, for the employee record,
+        // only from status changes and restorations: recompute just the employees that can have
+        // new ones.
+        match self.kind {
+            Kind::Employments => write_timeline(plan, self.events, self.stored)?,
+            Kind::Employee => refresh_timeline(
+                plan.iter()
+                    .filter(|v| {
+                        v.changes.iter().any(|c| {
+                            matches!(
+                                c.change_type,
+                                ChangeType::StatusChange | ChangeType::Restored
+                            )
+                        })
+                    })
+                    .map(|v| v.employee_id.clone())
+                    .collect(),
+            )?,
+        }
+        Ok(stats)
+    }
+
+    /// Writes `plan` in a subtransaction; when that fails, writes each half on its own, down to
+    /// single records, which are refused alone (`rejected`): one record the database cannot
+    /// take does not hold up its neighbours.
+    fn write_isolating(
+        &self,
+        plan: &[versions::NewVersion],
+        rejected: &mut Vec<(String, String)>,
+        first_error: &mut Option<String>,
+    ) -> Result<ApplyStats, String> {
+        let error = match in_subtx(|| self.write(plan)) {
+            Ok(stats) => return Ok(stats),
+            Err(e) => e,
+        };
+        let first = first_error.get_or_insert_with(|| error.clone()).clone();
+        if plan.len() == 1 {
+            rejected.push((plan[0].employee_id.clone(), error));
+            if rejected.len() > MAX_REJECTED {
+                return Err(first);
+            }
+            return Ok(ApplyStats::default());
+        }
+        let (a, b) = plan.split_at(plan.len() / 2);
+        let one = self.write_isolating(a, rejected, first_error)?;
+        let two = self.write_isolating(b, rejected, first_error)?;
+        Ok(ApplyStats {
+            versions_written: one.versions_written + two.versions_written,
+            changes_detected: one.changes_detected + two.changes_detected,
+        })
+    }
+}
+
 /// Applies records whose content differs from the cached current version: looks up their
-/// latest stored versions, plans, writes versions and changes, records progress. Returns what it
-/// wrote, the (employee, hash) pairs that are now current and how references were checked.
-type Applied = (ApplyStats, Vec<(String, String)>, Option<References>);
+/// latest stored versions, plans, writes versions and changes (isolating the records the
+/// database refuses), records progress.
 fn apply_batch(
     session: &str,
     kind: Kind,
     records: Vec<Incoming>,
     events: PayloadEvents,
     progress: &Progress,
-) -> Result<Applied, String> {
+) -> Result<BatchOutcome, String> {
     let ids: Vec<String> = records.iter().map(|r| r.employee_id.clone()).collect();
     let hashes: Vec<String> = records.iter().map(|r| r.content_hash.clone()).collect();
-    let session = session.to_owned();
     let mut existing: HashMap<String, Existing> = HashMap::new();
     let mut stored = StoredPayloads::new();
     let args: [DatumWithOid; 3] = [kind.as_str().into(), ids.into(), hashes.into()];
@@ -949,53 +1068,35 @@ fn apply_batch(
         Ok(())
     })?;
     let plan = versions::plan(kind, records, &existing);
-    let written: Vec<(String, String)> = plan
+    let mut applied = BatchOutcome {
+        stats: ApplyStats::default(),
+        written: Vec::new(),
+        rejected: Vec::new(),
+        references: None,
+    };
+    if !plan.is_empty() {
+        let references = References::decide()?;
+        let batch = BatchWrite {
+            session,
+            kind,
+            references,
+            events: &events,
+            stored: &stored,
+        };
+        applied.stats = batch.write_isolating(&plan, &mut applied.rejected, &mut None)?;
+        applied.references = Some(references);
+    }
+    applied.written = plan
         .iter()
+        .filter(|v| !applied.rejected.iter().any(|(id, _)| *id == v.employee_id))
         .map(|v| (v.employee_id.clone(), v.content_hash.clone()))
         .collect();
-    let mut stats = ApplyStats::default();
-    let mut mode = None;
-    if !plan.is_empty() {
-        let close: Vec<i64> = plan.iter().filter_map(|v| v.close_raw_id).collect();
-        let refs = References::decide()?;
-        refs.triggers(false)?;
-        if !close.is_empty() {
-            let expected = close.len();
-            let closed = exec(CLOSE, &[close.into(), session.clone().into()], |t| {
-                Ok(t.len())
-            })?;
-            if closed != expected {
-                return Err(format!("expected to close {expected} current versions, closed {closed}: modified concurrently"));
-            }
-        }
-        stats = write_versions(kind, &session, &plan)?;
-        refs.triggers(true)?;
-        mode = Some(refs);
-    }
-    // Timeline events come from the history (employments: the difference between the events
-    // of the replaced payloads and of the ones just written) and, for the employee record, only
-    // from status changes and restorations: recompute just the employees that can have new ones.
-    match kind {
-        Kind::Employments => write_timeline(&plan, events, &stored)?,
-        Kind::Employee => refresh_timeline(
-            plan.iter()
-                .filter(|v| {
-                    v.changes.iter().any(|c| {
-                        matches!(
-                            c.change_type,
-                            ChangeType::StatusChange | ChangeType::Restored
-                        )
-                    })
-                })
-                .map(|v| v.employee_id.clone())
-                .collect(),
-        )?,
-    }
     let mut p = progress.clone();
-    p.versions_written += stats.versions_written;
-    p.changes_detected += stats.changes_detected;
-    write_progress(&session, &p)?;
-    Ok((stats, written, mode))
+    p.versions_written += applied.stats.versions_written;
+    p.changes_detected += applied.stats.changes_detected;
+    p.rejected += applied.rejected.len() as u64;
+    write_progress(session, &p)?;
+    Ok(applied)
 }
 
 impl Store for SpiStore {
@@ -1015,7 +1116,7 @@ impl Store for SpiStore {
         kind: Kind,
         records: Vec<Incoming>,
         progress: &Progress,
-    ) -> Result<ApplyStats, String> {
+    ) -> Result<Applied, String> {
         let session = self.session.clone();
         let progress = progress.clone();
         // The timeline events of history payloads depend on the payloads alone: computed before
@@ -1025,7 +1126,7 @@ impl Store for SpiStore {
             Kind::Employee => PayloadEvents::new(),
         };
         let batch = std::sync::Mutex::new(Some((records, events)));
-        let (stats, written, mode) = in_tx(move || {
+        let outcome = in_tx(move || {
             let (records, events) = batch
                 .lock()
                 .map_err(|e| e.to_string())?
@@ -1033,7 +1134,7 @@ impl Store for SpiStore {
                 .unwrap_or_default();
             apply_batch(&session, kind, records, events, &progress)
         })?;
-        if let Some(mode) = mode.filter(|m| self.references != Some(*m)) {
+        if let Some(mode) = outcome.references.filter(|m| self.references != Some(*m)) {
             self.references = Some(mode);
             let message = match mode {
                 References::SetWise => "references of new versions and changes are checked set-wise by the write statement",
@@ -1047,11 +1148,14 @@ impl Store for SpiStore {
             );
         }
         if let Some(current) = self.current.as_mut() {
-            for (id, hash) in written {
+            for (id, hash) in outcome.written {
                 current.set(kind, &id, &hash);
             }
         }
-        Ok(stats)
+        Ok(Applied {
+            stats: outcome.stats,
+            rejected: outcome.rejected,
+        })
     }
 
     fn missing(&mut self, seen: &SeenIds) -> Result<Vec<String>, String> {

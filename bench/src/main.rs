@@ -23,7 +23,7 @@ use employes_sim::{AdvanceOptions, Sim, SimConfig};
 use employes_sync_core::classify::Kind;
 use employes_sync_core::client::{Client as ApiClient, ClientConfig};
 use employes_sync_core::sync::{
-    run_sync, ApplyStats, Level, Progress, StopReason, Store, SyncOptions,
+    run_sync, Applied, ApplyStats, Level, Progress, StopReason, Store, SyncOptions,
 };
 use employes_sync_core::versions::Incoming;
 use employes_sync_e2e::{wait_until, Client, Cluster};
@@ -590,8 +590,8 @@ impl Store for NullStore {
         _kind: Kind,
         _records: Vec<Incoming>,
         _p: &Progress,
-    ) -> Result<ApplyStats, String> {
-        Ok(ApplyStats::default())
+    ) -> Result<Applied, String> {
+        Ok(Applied::default())
     }
     fn missing(
         &mut self,

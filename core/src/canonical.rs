@@ -79,28 +79,41 @@ pub(crate) fn is_id_keyed(items: &[Value]) -> bool {
 
 const I64_BOUND: f64 = 9_223_372_036_854_775_808.0;
 
-/// A number as its value, not its spelling: an integer as an integer, anything else as the
-/// shortest text of the nearest f64, which is what serde_json gives without its
-/// `arbitrary_precision` feature. Payloads are parsed with that feature, so that a stored payload
-/// keeps every number as the API wrote it (`2846.50`, not `2846.5`); hashes, diffs and ids must
-/// not see the spelling, and go through this (a number too large for an f64 keeps its text).
+/// A number as its value, not its spelling, for hashes, diffs and ids: `2846`, `2846.0` and
+/// `2846.00` are one value, `...456` and `...457` two. Payloads are parsed with serde_json's
+/// `arbitrary_precision`, so a number arrives as the text the API wrote; its value is read from
+/// that text exactly (any magnitude, any precision), never through an f64.
+///
+/// The text given to a value is the one releases before 0.4.0 gave it, whenever that text means
+/// the same value: an integer as an integer, anything else as the shortest text of the nearest
+/// f64. So the hashes of stored versions do not change. Only a number that an f64 cannot hold
+/// exactly (more than 15 significant digits, or beyond its range, or an integer of 2^53 or more
+/// written as a float) gets its exact decimal text: its hash changes once, where before it
+/// could not be told apart from its neighbours.
 pub fn plain_number(n: &Number) -> Number {
+    let via_f64 = f64_form(n);
+    if fits_an_f64(n.as_str()) {
+        return via_f64;
+    }
+    match (Decimal::parse(n.as_str()), Decimal::parse(via_f64.as_str())) {
+        (Some(exact), Some(approx)) if exact == approx => via_f64,
+        (Some(exact), _) => exact.to_text().parse().unwrap_or(via_f64),
+        (None, _) => via_f64,
+    }
+}
+
+/// The form releases before 0.4.0 gave every number.
+fn f64_form(n: &Number) -> Number {
     if let Some(i) = n.as_i64() {
         return Number::from(i);
     }
     if let Some(u) = n.as_u64() {
         return Number::from(u);
     }
-    n.as_f64()
+    let n = n
+        .as_f64()
         .and_then(Number::from_f64)
-        .unwrap_or_else(|| n.clone())
-}
-
-fn canonical_number(n: &Number) -> Number {
-    let n = plain_number(n);
-    if n.is_i64() || n.is_u64() {
-        return n;
-    }
+        .unwrap_or_else(|| n.clone());
     match n.as_f64() {
         // -2^63 (inclusive) to 2^63 (exclusive): exactly the integers an i64 holds.
         Some(f) if f.fract() == 0.0 && (-I64_BOUND..I64_BOUND).contains(&f) => {
@@ -108,6 +121,100 @@ fn canonical_number(n: &Number) -> Number {
         }
         _ => n,
     }
+}
+
+/// Whether the text is a plain decimal (no exponent) of at most 15 significant digits: the
+/// nearest f64 then prints back as the same value, so the exact reading can be skipped.
+fn fits_an_f64(text: &str) -> bool {
+    let mut digits = 0;
+    let mut leading = true;
+    for b in text.bytes() {
+        match b {
+            b'0' if leading => {}
+            b'0'..=b'9' => {
+                leading = false;
+                digits += 1;
+            }
+            b'-' | b'.' => {}
+            _ => return false,
+        }
+    }
+    digits <= 15
+}
+
+/// The exact value of a JSON number's text: `digits` × 10^`exponent`, without leading or
+/// trailing zeros (zero is `0` × 10^0, whatever its sign).
+#[derive(Debug, PartialEq, Eq)]
+struct Decimal {
+    negative: bool,
+    digits: String,
+    exponent: i64,
+}
+
+impl Decimal {
+    fn parse(text: &str) -> Option<Decimal> {
+        let (negative, rest) = match text.strip_prefix('-') {
+            Some(r) => (true, r),
+            None => (false, text),
+        };
+        let (mantissa, exp) = match rest.find(['e', 'E']) {
+            Some(i) => (
+                &rest[..i],
+                rest[i + 1..].trim_start_matches('+').parse::<i64>().ok()?,
+            ),
+            None => (rest, 0),
+        };
+        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        if int.is_empty() || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let all = format!("{int}{frac}");
+        let mut exponent = exp.checked_sub(i64::try_from(frac.len()).ok()?)?;
+        let trimmed = all.trim_start_matches('0');
+        let digits = trimmed.trim_end_matches('0');
+        if digits.is_empty() {
+            return Some(Decimal {
+                negative: false,
+                digits: "0".into(),
+                exponent: 0,
+            });
+        }
+        exponent = exponent.checked_add(i64::try_from(trimmed.len() - digits.len()).ok()?)?;
+        Some(Decimal {
+            negative,
+            digits: digits.to_owned(),
+            exponent,
+        })
+    }
+
+    /// Plain decimal text while the number is within 10^-20 .. 10^40, else scientific.
+    fn to_text(&self) -> String {
+        let sign = if self.negative { "-" } else { "" };
+        let len = self.digits.len() as i64;
+        let magnitude = self.exponent + len - 1;
+        if !(-20..=40).contains(&magnitude) {
+            let (first, rest) = self.digits.split_at(1);
+            let dot = if rest.is_empty() { "" } else { "." };
+            return format!("{sign}{first}{dot}{rest}e{magnitude}");
+        }
+        if self.exponent >= 0 {
+            format!(
+                "{sign}{}{}",
+                self.digits,
+                "0".repeat(self.exponent as usize)
+            )
+        } else if -self.exponent < len {
+            let (int, frac) = self.digits.split_at((len + self.exponent) as usize);
+            format!("{sign}{int}.{frac}")
+        } else {
+            let zeros = "0".repeat((-self.exponent - len) as usize);
+            format!("{sign}0.{zeros}{}", self.digits)
+        }
+    }
+}
+
+fn canonical_number(n: &Number) -> Number {
+    plain_number(n)
 }
 
 /// Compact JSON with object keys sorted at every depth, independent of the map implementation.
@@ -172,7 +279,7 @@ mod tests {
         let a: Value = serde_json::from_str(sent).unwrap();
         assert_eq!(a.to_string(), sent);
         let b: Value = serde_json::from_str(
-            r#"{"month_wage":2846.5,"hours_per_week":40,"yearly_wage":34158,"big":1.2345678901234568e29}"#,
+            r#"{"month_wage":2846.5,"hours_per_week":40,"yearly_wage":34158,"big":1.2345678901234567890123456789e29}"#,
         )
         .unwrap();
         assert_eq!(canonical_string(&a), canonical_string(&b));
@@ -216,10 +323,111 @@ mod tests {
     fn float_outside_i64_range_stays_a_float() {
         let v: Value = serde_json::from_str("1e20").unwrap();
         assert_eq!(canonical_string(&v), "1e+20");
+        // 2^63 is no f64 text's value (9.223372036854776e+18 is 9223372036854776000): exact.
         let two_pow_63: Value = serde_json::from_str("9223372036854775808.0").unwrap();
-        assert_eq!(canonical_string(&two_pow_63), "9.223372036854776e+18");
+        assert_eq!(canonical_string(&two_pow_63), "9223372036854775808");
         let min: Value = serde_json::from_str("-9223372036854775808.0").unwrap();
         assert_eq!(canonicalize(&min), json!(i64::MIN));
+    }
+
+    /// Values, not f64 approximations: the hashes and diffs see a change in the 17th
+    /// significant digit, of a 23-digit integer, or below an f64's smallest value.
+    #[test]
+    fn numbers_compare_by_their_exact_value() {
+        let n = |t: &str| -> Value { serde_json::from_str(t).unwrap() };
+        for (a, b) in [
+            ("2846.1234567890123456", "2846.1234567890123457"),
+            ("12345678901234567890123", "12345678901234567890124"),
+            ("-1e-400", "0"),
+            ("1e-400", "-1e-400"),
+            ("9007199254740993", "9007199254740992"),
+        ] {
+            assert!(!same(n(a), n(b)), "{a} and {b} are different values");
+        }
+        for (a, b) in [
+            ("2846.1234567890123456", "2846.12345678901234560"),
+            ("12345678901234567890123", "1.2345678901234567890123e22"),
+            ("-1e-400", "-0.1e-399"),
+            ("2846", "2846.000000000000000000"),
+            ("0.1", "1e-1"),
+        ] {
+            assert!(same(n(a), n(b)), "{a} and {b} are one value");
+        }
+        assert_eq!(
+            canonical_string(&n("12345678901234567890123")),
+            "12345678901234567890123"
+        );
+        assert_eq!(
+            canonical_string(&n("2846.12345678901234560")),
+            "2846.1234567890123456"
+        );
+        assert_eq!(canonical_string(&n("-1e-400")), "-1e-400");
+    }
+
+    /// Every number an f64 holds exactly keeps the text releases before 0.4.0 hashed.
+    #[test]
+    fn hashes_of_ordinary_numbers_are_those_of_earlier_releases() {
+        for (text, before) in [
+            ("2846.50", "2846.5"),
+            ("30736.677", "30736.677"),
+            ("40.0", "40"),
+            ("1e20", "1e+20"),
+            ("0.000001", "1e-6"),
+            ("-0.0", "0"),
+            ("18446744073709551615", "18446744073709551615"),
+            ("123456789012345.6", "123456789012345.6"),
+        ] {
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(canonical_string(&v), before, "{text}");
+        }
+    }
+
+    /// The same, over many numbers: random f64s written with 15 significant digits, and decimals
+    /// of up to 15 digits with up to 6 zeros after them, get exactly the form releases before
+    /// 0.4.0 gave them.
+    #[test]
+    fn the_f64_form_is_kept_for_every_number_an_f64_holds() {
+        let mut z: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            z ^= z << 13;
+            z ^= z >> 7;
+            z ^= z << 17;
+            z
+        };
+        for _ in 0..20_000 {
+            let f = f64::from_bits(next());
+            // An integral f64 of 2^53 or more is printed with fewer digits than its value has
+            // (6.834600931303167e+16 for 68346009313031672), and the form before 0.4.0 wrote
+            // that f64's value as the integer: another value than the text's. Those get their
+            // exact text now (the one case where a stored hash changes, see plain_number).
+            // A subnormal holds fewer than 15 digits: exact text too.
+            if !f.is_normal()
+                || !(f / 1e300).is_normal()
+                || (f.fract() == 0.0 && f.abs() >= 9_007_199_254_740_992.0)
+            {
+                continue;
+            }
+            // 15 significant digits: what an f64 holds of a decimal.
+            for text in [format!("{f:.14e}"), format!("{:.14e}", f / 1e300)] {
+                let n: Number = text.parse().unwrap();
+                assert_eq!(plain_number(&n), f64_form(&n), "{text}");
+            }
+            let digits = next() % 1_000_000_000_000_000;
+            let scale = (next() % 16) as usize;
+            let zeros = "0".repeat((next() % 7) as usize);
+            let text = format!("{digits}");
+            let text = if scale > 0 && scale < text.len() {
+                format!(
+                    "{}.{}{zeros}",
+                    &text[..text.len() - scale],
+                    &text[text.len() - scale..]
+                )
+            } else {
+                text
+            };
+            let n: Number = text.parse().unwrap();
+            assert_eq!(plain_number(&n), f64_form(&n), "{text}");
+        }
     }
 
     #[test]

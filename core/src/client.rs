@@ -22,6 +22,8 @@ pub struct ClientConfig {
     pub max_retries: u32,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// The longest `Retry-After` honoured; a longer one is cut to this.
+    pub retry_after_max: Duration,
     pub per_page: u32,
 }
 
@@ -56,12 +58,15 @@ impl Default for ClientConfig {
             max_retries: 5,
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
+            retry_after_max: Duration::from_secs(300),
             per_page: 100,
         }
     }
 }
 
-/// Every way a request can fail. `Display` is safe to store and show: it never contains the token.
+/// Every way a request can fail. `Display` is safe to store and show: it never contains the
+/// token, and what the API answered is summarised (no control characters, at most a couple of
+/// hundred characters); `body` keeps a bounded excerpt for the log.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     #[error("configuration error: {0}")]
@@ -74,20 +79,21 @@ pub enum ApiError {
     },
     #[error("GET {url}: access restricted (HTTP 403): {message}")]
     Restricted { url: String, message: String },
-    #[error("GET {url}: HTTP {status} after {attempts} attempt(s): {message}")]
+    #[error("GET {url}: HTTP {status} after {}: {message}", tries(*attempts))]
     Status {
         url: String,
         status: u16,
         attempts: u32,
         message: String,
+        body: String,
     },
-    #[error("GET {url}: {detail} after {attempts} attempt(s)")]
+    #[error("GET {url}: {detail} after {}", tries(*attempts))]
     Transport {
         url: String,
         detail: String,
         attempts: u32,
     },
-    #[error("GET {url}: response is not valid JSON after {attempts} attempt(s): {detail}")]
+    #[error("GET {url}: the response is not valid JSON ({detail}) after {}", tries(*attempts))]
     Malformed {
         url: String,
         detail: String,
@@ -99,7 +105,41 @@ pub enum ApiError {
     Stopped,
 }
 
+/// "1 attempt", "3 attempts".
+fn tries(n: u32) -> String {
+    if n == 1 {
+        "1 attempt".into()
+    } else {
+        format!("{n} attempts")
+    }
+}
+
 impl ApiError {
+    /// What a log row's `details` keeps of the error: the URL, the status and a bounded
+    /// excerpt of what the API answered.
+    pub fn details(&self) -> Value {
+        match self {
+            ApiError::Status {
+                url,
+                status,
+                attempts,
+                body,
+                ..
+            } => {
+                serde_json::json!({"url": url, "status": status, "attempts": attempts, "body": body})
+            }
+            ApiError::Auth { url, status, .. } => serde_json::json!({"url": url, "status": status}),
+            ApiError::Restricted { url, .. } | ApiError::Shape { url, .. } => {
+                serde_json::json!({"url": url})
+            }
+            ApiError::Transport { url, attempts, .. }
+            | ApiError::Malformed { url, attempts, .. } => {
+                serde_json::json!({"url": url, "attempts": attempts})
+            }
+            ApiError::Config(_) | ApiError::Stopped => serde_json::json!({}),
+        }
+    }
+
     /// Errors after which no further request can succeed: stop the whole sync.
     pub fn is_fatal(&self) -> bool {
         matches!(self, ApiError::Auth { .. } | ApiError::Config(_))
@@ -280,6 +320,7 @@ impl Client {
             status: 404,
             attempts: 1,
             message: "employee list not found (check employes_sync.company_id)".into(),
+            body: String::new(),
         })?;
         parse_list_page(&url, page, body)
     }
@@ -306,10 +347,16 @@ impl Client {
             Some(body) if body.get("data").is_some_and(Value::is_array) => Ok(Some(body)),
             Some(body) => Err(ApiError::Shape {
                 url,
-                detail: format!(
-                    "expected an object with a \"data\" array, got {}",
-                    describe_json(&body)
-                ),
+                detail: match body.get("data") {
+                    Some(data) => format!(
+                        "expected an object with a \"data\" array, got one whose \"data\" is {}",
+                        describe_json(data)
+                    ),
+                    None => format!(
+                        "expected an object with a \"data\" array, got {}",
+                        describe_json(&body)
+                    ),
+                },
             }),
         }
     }
@@ -387,13 +434,17 @@ impl Client {
             }
         };
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(|s| Duration::from_secs_f64(s.min(300.0)));
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let retry_after = header("retry-after")
+            .and_then(|v| crate::text::retry_after(&v, std::time::SystemTime::now()))
+            .map(|d| d.min(self.cfg.retry_after_max));
+        let location = header("location");
         let text = response
             .body_mut()
             .with_config()
@@ -415,18 +466,32 @@ impl Client {
                 };
             }
         };
+        let status_error = |message: String| ApiError::Status {
+            url: url.into(),
+            status,
+            attempts: attempt,
+            message,
+            body: self.redact(crate::text::excerpt(&text)),
+        };
         match status {
             200..=299 => match serde_json::from_str::<Value>(&text) {
                 Ok(v) => Attempt::Done(v),
                 Err(e) => Attempt::Retry {
                     error: ApiError::Malformed {
                         url: url.into(),
-                        detail: e.to_string(),
+                        detail: json_error(&e),
                         attempts: attempt,
                     },
                     retry_after: None,
                 },
             },
+            300..=399 => Attempt::Fail(status_error(match location {
+                Some(to) => format!(
+                    "a redirect to {} (not followed: the token is only sent to employes_sync.base_url)",
+                    crate::text::clean(&to, 200)
+                ),
+                None => "a redirect without a Location (not followed)".into(),
+            })),
             404 => Attempt::NotFound,
             401 => Attempt::Fail(ApiError::Auth {
                 url: url.into(),
@@ -455,30 +520,15 @@ impl Client {
             429 => {
                 self.counters.throttled.fetch_add(1, Ordering::Relaxed);
                 Attempt::Retry {
-                    error: ApiError::Status {
-                        url: url.into(),
-                        status,
-                        attempts: attempt,
-                        message: self.redact(api_message(&text)),
-                    },
+                    error: status_error(self.redact(api_message(&text))),
                     retry_after: Some(retry_after.unwrap_or(Duration::from_secs(1))),
                 }
             }
             500..=599 => Attempt::Retry {
-                error: ApiError::Status {
-                    url: url.into(),
-                    status,
-                    attempts: attempt,
-                    message: self.redact(api_message(&text)),
-                },
+                error: status_error(self.redact(api_message(&text))),
                 retry_after,
             },
-            _ => Attempt::Fail(ApiError::Status {
-                url: url.into(),
-                status,
-                attempts: attempt,
-                message: self.redact(api_message(&text)),
-            }),
+            _ => Attempt::Fail(status_error(self.redact(api_message(&text)))),
         }
     }
 
@@ -581,10 +631,22 @@ fn encode_segment(s: &str) -> String {
 }
 
 fn api_message(body: &str) -> String {
-    serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
-        .unwrap_or_else(|| truncate(body.trim(), 200))
+    match crate::text::summarize_body(body) {
+        s if s.is_empty() => "(empty body)".into(),
+        s => s,
+    }
+}
+
+/// A JSON parser's complaint, in words: where, and what a lone surrogate escape is.
+fn json_error(e: &serde_json::Error) -> String {
+    let what = e.to_string();
+    let what = what.split(" at line ").next().unwrap_or(&what);
+    let what = if what.contains("hex escape") || what.contains("surrogate") {
+        "an invalid \\u escape: a lone UTF-16 surrogate such as \\ud800 is not a character"
+    } else {
+        what
+    };
+    format!("{what}, at line {} column {}", e.line(), e.column())
 }
 
 fn transport_detail(e: &ureq::Error) -> String {

@@ -10,5 +10,6 @@ pub mod deletions;
 pub mod diff;
 pub mod shape;
 pub mod sync;
+pub mod text;
 pub mod timeline;
 pub mod versions;

@@ -16,7 +16,8 @@ use crate::canonical::content_hash;
 use crate::classify::Kind;
 use crate::client::{ApiError, Client, ListPage};
 use crate::deletions;
-use crate::versions::{record_id, Incoming};
+use crate::text;
+use crate::versions::{invalid_id, record_id, unstorable, Incoming};
 
 /// Counters a session shows; `api_requests` and `retries` come from the client.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,6 +34,8 @@ pub struct Progress {
     pub deleted: u64,
     /// Employees missing from the list whom the API still has: the list moved under the sync.
     pub list_moved: u64,
+    /// Records that could not be stored as received (NUL in a string, refused by the database).
+    pub rejected: u64,
 }
 
 /// The employee ids a list gave, kept as 64-bit keys: 8 bytes each whatever an id's length, so
@@ -82,6 +85,23 @@ pub struct ApplyStats {
     pub changes_detected: u64,
 }
 
+/// What one batch's transaction wrote, and the records the store refused alone (employee id,
+/// reason): the database would not take them, and their neighbours were applied.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub stats: ApplyStats,
+    pub rejected: Vec<(String, String)>,
+}
+
+impl From<ApplyStats> for Applied {
+    fn from(stats: ApplyStats) -> Applied {
+        Applied {
+            stats,
+            rejected: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
     Debug,
@@ -119,12 +139,14 @@ pub trait Store {
         let _ = kind;
         Ok(records)
     }
+    /// Applies the batch; a record the storage refuses may be left out alone (`rejected`)
+    /// while the rest is applied.
     fn apply(
         &mut self,
         kind: Kind,
         records: Vec<Incoming>,
         progress: &Progress,
-    ) -> Result<ApplyStats, String>;
+    ) -> Result<Applied, String>;
     /// The employees with a current record who are not in `seen`, sorted.
     fn missing(&mut self, seen: &SeenIds) -> Result<Vec<String>, String>;
     /// Marks the current records of these employees deleted; returns how many employees (as
@@ -313,6 +335,18 @@ impl Pipeline {
     }
 }
 
+/// An error's log details with the list page it concerns.
+fn with_page(mut details: Value, page: u32) -> Value {
+    details["page"] = json!(page);
+    details
+}
+
+/// An error's log details with the employee it concerns.
+fn with_employee(mut details: Value, id: &str) -> Value {
+    details["employee_id"] = json!(id);
+    details
+}
+
 /// One warning per page or batch whose records carry values of unexpected types.
 fn warn_types(store: &mut dyn Store, step: &str, place: &str, mut odd: Vec<Value>) {
     let n = odd.len();
@@ -414,8 +448,13 @@ impl Pending {
     }
 }
 
+/// The most list pages a sync fetches: 10,000,000 employees at 100 per page.
+const MAX_PAGES: u64 = 100_000;
+
 struct Run<'a> {
     client: &'a Client,
+    /// What page 1 said: (pages, total).
+    reported: Option<(u64, u64)>,
     /// Connections for the requests that confirm deletions.
     concurrency: usize,
     progress: Progress,
@@ -437,6 +476,7 @@ impl<'a> Run<'a> {
     fn new(client: &'a Client, concurrency: usize) -> Run<'a> {
         Run {
             client,
+            reported: None,
             concurrency,
             progress: Progress::default(),
             pages_ok: HashSet::new(),
@@ -459,8 +499,27 @@ impl<'a> Run<'a> {
         self.progress.retries = c.retries.load(std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// A record that cannot be stored as received: left out alone, its stored version stays.
+    fn reject(&mut self, store: &mut dyn Store, step: &str, id: &str, kind: Kind, why: String) {
+        self.progress.rejected += 1;
+        let what = match kind {
+            Kind::Employee => "record",
+            Kind::Employments => "employment history",
+        };
+        let message = format!(
+            "the {what} of employee {id} was not stored: {why}; its earlier version stays current, and the other records were applied"
+        );
+        self.error(
+            store,
+            step,
+            message,
+            json!({"employee_id": id, "kind": kind.as_str(), "reason": why}),
+        );
+    }
+
     fn error(&mut self, store: &mut dyn Store, step: &str, message: String, details: Value) {
         self.progress.errors += 1;
+        let message = text::sentence(&message);
         store.log(Level::Error, step, &message, details);
         self.first_error.get_or_insert(message);
     }
@@ -479,8 +538,8 @@ impl<'a> Run<'a> {
                     store.log(
                         Level::Error,
                         "snapshot",
-                        &e.to_string(),
-                        json!({"page": page}),
+                        &text::sentence(&e.to_string()),
+                        with_page(e.details(), page),
                     );
                     self.fatal = Some(e.to_string());
                 } else if !matches!(e, ApiError::Stopped) {
@@ -489,7 +548,7 @@ impl<'a> Run<'a> {
                         store,
                         "snapshot",
                         format!("page {page} of the employee list failed: {e}"),
-                        json!({"page": page}),
+                        with_page(e.details(), page),
                     );
                     if page == 1 {
                         self.fatal = Some(format!("the employee list could not be fetched: {e}"));
@@ -499,49 +558,44 @@ impl<'a> Run<'a> {
             }
         };
         if page == 1 {
-            self.progress.pages_total = Some(lp.pages);
-            self.progress.employees_total = Some(lp.total);
-            if lp.pages == 0 && lp.total > 0 {
-                self.snapshot_doubts.push(format!(
-                    "the API reported pages = 0 with total = {}",
-                    lp.total
-                ));
-            }
-            let last = u32::try_from(lp.pages).unwrap_or(u32::MAX).min(100_000);
-            for p in 2..=last {
-                pipeline.push(Job::Page(p));
-            }
-            store.log(
-                Level::Info,
-                "snapshot",
-                &format!("{} employees in {} pages", lp.total, lp.pages),
-                json!({"total": lp.total, "pages": lp.pages}),
-            );
-        } else if Some(lp.pages) != self.progress.pages_total
-            || Some(lp.total) != self.progress.employees_total
-        {
+            self.start_walk(store, pipeline, &lp);
+        } else if Some((lp.pages, lp.total)) != self.reported {
+            let (pages, total) = self.reported.unwrap_or_default();
             self.snapshot_doubts.push(format!(
-                "the list changed while it was read: page {page} reported {} employees in {} pages, page 1 {} in {}",
-                lp.total,
-                lp.pages,
-                self.progress.employees_total.unwrap_or_default(),
-                self.progress.pages_total.unwrap_or_default()
+                "the list changed while it was read: page {page} reported {} employees in {} pages, page 1 {total} in {pages}",
+                lp.total, lp.pages
             ));
         }
         let mut batch = Vec::with_capacity(lp.records.len());
         let mut new_ids = Vec::new();
         let mut odd = Vec::new();
         for (i, (record, hash)) in lp.records.into_iter().zip(hashes).enumerate() {
-            let Some(id) = record_id(&record) else {
-                self.snapshot_doubts
-                    .push(format!("record {} on page {page} has no usable id", i + 1));
-                store.log(
-                    Level::Warning,
-                    "snapshot",
-                    &format!("skipped record {} on page {page}: no usable \"id\"", i + 1),
-                    json!({"page": page, "index": i}),
-                );
-                continue;
+            let why = match record_id(&record) {
+                None => Err("has no usable \"id\""),
+                Some(id) => match invalid_id(&id) {
+                    Some(why) => Err(why),
+                    None => Ok(id),
+                },
+            };
+            let id = match why {
+                Ok(id) => id,
+                Err(why) => {
+                    // Never part of a URL, a key or a message: the record is known by its place.
+                    let why = if why.starts_with("has no") {
+                        why.to_owned()
+                    } else {
+                        format!("has an id that {why}")
+                    };
+                    self.snapshot_doubts
+                        .push(format!("record {} on page {page} {why}", i + 1));
+                    store.log(
+                        Level::Warning,
+                        "snapshot",
+                        &format!("skipped record {} on page {page}: it {why}", i + 1),
+                        json!({"page": page, "index": i}),
+                    );
+                    continue;
+                }
             };
             if !self.seen.insert(&id) {
                 self.snapshot_doubts
@@ -559,6 +613,10 @@ impl<'a> Run<'a> {
                 odd.push(json!({"employee_id": id, "problems": problems}));
             }
             new_ids.push(id.clone());
+            if let Some(why) = unstorable(&record) {
+                self.reject(store, "snapshot", &id, Kind::Employee, why);
+                continue;
+            }
             batch.push(Incoming::with_hash(id, record, hash));
         }
         if !odd.is_empty() {
@@ -589,6 +647,41 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Queues the list pages after the first: as many as `total` needs at `per_page`, plus a
+    /// margin of 2 for a list that grows while it is read, never more than `pages` says and
+    /// never more than [`MAX_PAGES`]. A `pages` that disagrees with `total` is logged and leaves
+    /// the snapshot incomplete: a lying API cannot make a sync walk for hours.
+    fn start_walk(&mut self, store: &mut dyn Store, pipeline: &mut Pipeline, lp: &ListPage) {
+        let per_page = u64::from(self.client.config().per_page.max(1));
+        let needed = lp.total.div_ceil(per_page);
+        let walk = lp.pages.min(needed + 2).min(MAX_PAGES);
+        self.reported = Some((lp.pages, lp.total));
+        self.progress.pages_total = Some(walk);
+        self.progress.employees_total = Some(lp.total);
+        if lp.pages != needed {
+            let doubt = format!(
+                "the API reported {} pages, but its total of {} employees at {per_page} per page makes {needed}",
+                lp.pages, lp.total
+            );
+            store.log(
+                Level::Warning,
+                "snapshot",
+                &format!("{doubt}: fetching {} pages, and no employee is marked deleted in this session", walk.max(1)),
+                json!({"pages": lp.pages, "total": lp.total, "per_page": per_page, "fetched_pages": walk.max(1)}),
+            );
+            self.snapshot_doubts.push(doubt);
+        }
+        for p in 2..=walk {
+            pipeline.push(Job::Page(p as u32));
+        }
+        store.log(
+            Level::Info,
+            "snapshot",
+            &format!("{} employees in {} pages", lp.total, lp.pages),
+            json!({"total": lp.total, "pages": lp.pages}),
+        );
+    }
+
     fn on_history(
         &mut self,
         store: &mut dyn Store,
@@ -596,6 +689,10 @@ impl<'a> Run<'a> {
         result: Result<Option<Incoming>, ApiError>,
     ) {
         match result {
+            Ok(Some(record)) if unstorable(&record.payload).is_some() => {
+                let why = unstorable(&record.payload).unwrap_or_default();
+                self.reject(store, "history", &id, Kind::Employments, why);
+            }
             Ok(Some(record)) => {
                 let problems = crate::shape::check_employments(&record.payload);
                 if !problems.is_empty() {
@@ -626,8 +723,8 @@ impl<'a> Run<'a> {
                 store.log(
                     Level::Error,
                     "history",
-                    &e.to_string(),
-                    json!({"employee_id": id}),
+                    &text::sentence(&e.to_string()),
+                    with_employee(e.details(), &id),
                 );
                 self.fatal = Some(e.to_string());
                 return;
@@ -645,7 +742,7 @@ impl<'a> Run<'a> {
                     store,
                     "history",
                     format!("employment history of {id} failed: {e}"),
-                    json!({"employee_id": id}),
+                    with_employee(e.details(), &id),
                 );
             }
         }
@@ -667,10 +764,9 @@ impl<'a> Run<'a> {
             let n = pending.employee.len();
             self.sync_counters();
             match store.apply(Kind::Employee, pending.employee, &self.progress) {
-                Ok(stats) => {
+                Ok(applied) => {
                     self.pages_ok.extend(pending.pages);
-                    self.progress.versions_written += stats.versions_written;
-                    self.progress.changes_detected += stats.changes_detected;
+                    self.count_applied(store, "snapshot", Kind::Employee, applied);
                 }
                 Err(e) => {
                     self.pages_failed += pending.pages.len() as u64;
@@ -691,10 +787,7 @@ impl<'a> Run<'a> {
             self.progress.employees_done += n;
             self.sync_counters();
             match store.apply(Kind::Employments, pending.history, &self.progress) {
-                Ok(stats) => {
-                    self.progress.versions_written += stats.versions_written;
-                    self.progress.changes_detected += stats.changes_detected;
-                }
+                Ok(applied) => self.count_applied(store, "history", Kind::Employments, applied),
                 Err(e) => {
                     self.history_failed += n;
                     self.error(
@@ -705,6 +798,15 @@ impl<'a> Run<'a> {
                     );
                 }
             }
+        }
+    }
+
+    fn count_applied(&mut self, store: &mut dyn Store, step: &str, kind: Kind, applied: Applied) {
+        self.progress.versions_written += applied.stats.versions_written;
+        self.progress.changes_detected += applied.stats.changes_detected;
+        for (id, why) in applied.rejected {
+            let why = format!("the database refused it: {why}");
+            self.reject(store, step, &id, kind, why);
         }
     }
 
@@ -878,7 +980,7 @@ impl<'a> Run<'a> {
         };
         Outcome {
             status,
-            error,
+            error: error.map(|e| text::sentence(&e)),
             snapshot_complete: complete,
             progress: self.progress,
         }

@@ -115,11 +115,68 @@ pub fn plan(
     out
 }
 
+/// Why `id` cannot be an employee's key, or `None` when it can. The API uses UUIDs; any id of 1
+/// to 100 characters from the letters, digits and `-`, `_`, `.`, `~` is taken (they stay one path
+/// segment as they are), except `.` and `..`, which a proxy would read as path navigation. NUL
+/// and other control characters, `/`, spaces and anything longer are refused: such an id would
+/// change as PostgreSQL or a URL reads it, or exceed an index key.
+pub fn invalid_id(id: &str) -> Option<&'static str> {
+    if id.is_empty() {
+        Some("is empty")
+    } else if id.len() > 100 {
+        Some("is longer than 100 characters")
+    } else if id.contains('\0') {
+        Some("contains a NUL character")
+    } else if id.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else if id == "." || id == ".." {
+        Some("is a relative path segment (. or ..)")
+    } else if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+    {
+        Some("has characters other than letters, digits, -, _, . and ~")
+    } else {
+        None
+    }
+}
+
+/// Why a record cannot be stored as received, or `None`: PostgreSQL's `jsonb` refuses a NUL
+/// character (`\u0000`) in any string or key. Such a record is refused alone, rather than with
+/// the NUL replaced: a payload is kept exactly as the API sent it, or not at all.
+pub fn unstorable(v: &Value) -> Option<String> {
+    let nul = |s: &str| s.contains('\0');
+    let found = match v {
+        Value::String(s) => nul(s),
+        Value::Array(items) => return items.iter().find_map(unstorable),
+        Value::Object(map) => {
+            if map.keys().any(|k| nul(k)) {
+                true
+            } else {
+                return map.values().find_map(unstorable);
+            }
+        }
+        _ => false,
+    };
+    found.then(|| {
+        "a string in it contains a NUL character (\\u0000), which PostgreSQL cannot store"
+            .to_owned()
+    })
+}
+
 /// The id of a record as the API gives it: a string, or a number rendered as text.
 pub fn record_id(record: &Value) -> Option<String> {
     match record.get("id") {
         Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
-        Some(Value::Number(n)) => Some(crate::canonical::plain_number(n).to_string()),
+        // As releases before 0.4.0 wrote it: employee ids are keys of the stored history.
+        Some(Value::Number(n)) => Some(match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => i.to_string(),
+            (_, Some(u), _) => u.to_string(),
+            (_, _, Some(f)) => {
+                serde_json::Number::from_f64(f).map_or_else(|| n.to_string(), |n| n.to_string())
+            }
+            _ => n.to_string(),
+        }),
         _ => None,
     }
 }
@@ -127,6 +184,42 @@ pub fn record_id(record: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_plausible_ids_are_keys() {
+        for ok in [
+            "3f0c9a52-7d41-4c1e-9b0e-5e1a2c3d4f50",
+            "1005",
+            "a.b",
+            "x_y~z",
+        ] {
+            assert_eq!(invalid_id(ok), None, "{ok}");
+        }
+        let long = "a".repeat(101);
+        for (bad, why) in [
+            ("", "is empty"),
+            (".", "is a relative path segment (. or ..)"),
+            ("..", "is a relative path segment (. or ..)"),
+            ("a\0b", "contains a NUL character"),
+            ("3f0c9a52\u{0}evil", "contains a NUL character"),
+            ("a\nb", "contains a control character"),
+            (
+                "a/b",
+                "has characters other than letters, digits, -, _, . and ~",
+            ),
+            (
+                "a b",
+                "has characters other than letters, digits, -, _, . and ~",
+            ),
+            (
+                "é",
+                "has characters other than letters, digits, -, _, . and ~",
+            ),
+            (long.as_str(), "is longer than 100 characters"),
+        ] {
+            assert_eq!(invalid_id(bad), Some(why), "{bad:?}");
+        }
+    }
     use crate::classify::ChangeType;
     use serde_json::json;
 

@@ -8,7 +8,8 @@ use employes_sim::{AdvanceOptions, Endpoint, FaultAction, FaultRule, Sim, SimCon
 use employes_sync_core::classify::Kind;
 use employes_sync_core::client::{Client, ClientConfig};
 use employes_sync_core::sync::{
-    run_sync, ApplyStats, FinalStatus, Level, Progress, SeenIds, StopReason, Store, SyncOptions,
+    run_sync, Applied, ApplyStats, FinalStatus, Level, Progress, SeenIds, StopReason, Store,
+    SyncOptions,
 };
 use employes_sync_core::versions::{self, Existing, Incoming};
 use serde_json::Value;
@@ -48,7 +49,7 @@ impl Store for MemStore {
         kind: Kind,
         records: Vec<Incoming>,
         _p: &Progress,
-    ) -> Result<ApplyStats, String> {
+    ) -> Result<Applied, String> {
         self.applies += 1;
         self.batch_sizes.push((kind, records.len()));
         if kind == Kind::Employee && self.fail_employee_applies {
@@ -91,7 +92,7 @@ impl Store for MemStore {
                 stats.changes_detected += 1;
             }
         }
-        Ok(stats)
+        Ok(stats.into())
     }
 
     fn missing(&mut self, seen: &SeenIds) -> Result<Vec<String>, String> {

@@ -38,6 +38,15 @@ pub enum FaultAction {
     Truncate,
     /// 200 with this JSON verbatim.
     Body { body: Value },
+    /// Any answer: this status, these headers (`Content-Type`, `Location`, `Retry-After` as
+    /// an HTTP date, ...) and this body text, verbatim (an HTML error page, a redirect).
+    Raw {
+        status: u16,
+        #[serde(default)]
+        headers: Vec<(String, String)>,
+        #[serde(default)]
+        body: String,
+    },
 }
 
 /// A fault rule. Rules are checked in order; every rule whose filter matches a request counts it,

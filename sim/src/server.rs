@@ -68,6 +68,8 @@ struct Response {
     status: u16,
     body: Vec<u8>,
     retry_after: Option<u64>,
+    /// Headers of a `raw` fault; its Content-Type replaces JSON's.
+    headers: Vec<(String, String)>,
     delivery: Delivery,
 }
 
@@ -77,6 +79,7 @@ impl Response {
             status,
             body: serde_json::to_vec(v).unwrap_or_default(),
             retry_after: None,
+            headers: Vec::new(),
             delivery: Delivery::Normal,
         }
     }
@@ -244,6 +247,9 @@ fn read_request(r: &mut BufReader<&TcpStream>, sh: &Shared) -> io::Result<Option
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        301 => "Moved Permanently",
+        302 => "Found",
+        307 => "Temporary Redirect",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -261,12 +267,22 @@ fn reason(status: u16) -> &'static str {
 }
 
 fn head(resp: &Response, len: usize, close: bool) -> String {
+    let content_type = resp
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map_or("application/json", |(_, v)| v.as_str());
     let mut h = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
         resp.status,
         reason(resp.status),
         len
     );
+    for (k, v) in &resp.headers {
+        if !k.eq_ignore_ascii_case("content-type") {
+            h.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
     if let Some(s) = resp.retry_after {
         h.push_str(&format!("Retry-After: {s}\r\n"));
     }
@@ -458,6 +474,16 @@ fn api_answer(req: &Request, sh: &Shared, r: &Route) -> Response {
             return resp;
         }
         Some(FaultAction::Body { body }) => return Response::json(200, &body),
+        Some(FaultAction::Raw {
+            status,
+            headers,
+            body,
+        }) => {
+            let mut resp = Response::message(status, "");
+            resp.body = body.into_bytes();
+            resp.headers = headers;
+            return resp;
+        }
     }
     answer(req, sh, r)
 }

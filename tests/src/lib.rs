@@ -330,10 +330,11 @@ pub struct Session {
     pub errors: i32,
     pub snapshot_complete: Option<bool>,
     pub list_moved: i32,
+    pub records_rejected: i32,
 }
 
 pub const SESSION_COLUMNS: &str = "id, status, source, triggered_by, error, api_requests, retries, versions_written, changes_detected,
-    employees_deleted, pages_total, pages_done, employees_total, employees_done, errors, snapshot_complete, list_moved";
+    employees_deleted, pages_total, pages_done, employees_total, employees_done, errors, snapshot_complete, list_moved, records_rejected";
 
 impl From<&Row> for Session {
     fn from(r: &Row) -> Session {
@@ -355,6 +356,7 @@ impl From<&Row> for Session {
             errors: r.get(14),
             snapshot_complete: r.get(15),
             list_moved: r.get(16),
+            records_rejected: r.get(17),
         }
     }
 }

@@ -760,7 +760,7 @@ fn a_dead_api_ends_the_session_as_error_naming_the_url_and_changes_nothing() {
     assert!(
         error.contains(&format!("127.0.0.1:{port}"))
             && error.contains("could not be fetched")
-            && error.contains("3 attempt(s)"),
+            && error.contains("3 attempts"),
         "{error}"
     );
     assert_eq!(s.retries, 2, "{s:?}");
