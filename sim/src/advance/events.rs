@@ -1,396 +1,15 @@
-//! Time travel: one `advance` moves the dataset one month on and applies HR events, returning the
-//! exact truth of what changed so that a client's change detection can be checked against it.
+//! The HR events a month can bring, each applied to one employee's record and history: raises,
+//! hours changes, contract renewals and conversions, terminations, rehires, hires, and noise
+//! (JSON that changes without any HR change).
 
-use std::collections::HashSet;
+use super::*;
 
-use chrono::{Duration, NaiveDate};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
-
-use crate::data::{
-    self, active_index, add_months, dt, first_of_month, gen_item, hours_period, last_of_month,
-    mirror, new_record, parse_date, round2, stamp, top_yearly_wage, Dataset, EmploymentField,
-    Entry, ItemPlan, RecordParts, HOURS,
-};
-use crate::rng::Rng;
-
-/// How many events of each kind one step applies; `None` takes the default for the current
-/// number of listed employees N: raises 5% of N, hours changes, renewals, hires and terminations
-/// 2%, conversions and removals 1% (each at least 1), one back-dated raise, one restore and one
-/// rehire when possible, noise 5% (at least 1).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct AdvanceOptions {
-    pub raises: Option<usize>,
-    pub backdated_raises: Option<usize>,
-    pub hours_changes: Option<usize>,
-    pub renewals: Option<usize>,
-    pub conversions: Option<usize>,
-    pub hires: Option<usize>,
-    pub terminations: Option<usize>,
-    pub removals: Option<usize>,
-    pub restores: Option<usize>,
-    pub rehires: Option<usize>,
-    pub noise: Option<usize>,
-}
-
-impl AdvanceOptions {
-    /// Every count zero: a step that only moves the date.
-    pub fn none() -> Self {
-        AdvanceOptions {
-            raises: Some(0),
-            backdated_raises: Some(0),
-            hours_changes: Some(0),
-            renewals: Some(0),
-            conversions: Some(0),
-            hires: Some(0),
-            terminations: Some(0),
-            removals: Some(0),
-            restores: Some(0),
-            rehires: Some(0),
-            noise: Some(0),
-        }
-    }
-}
-
-/// One detectable change: what a correct client should record for this employee.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TruthChange {
-    pub employee_id: String,
-    /// The event that caused it (`raise`, `termination`, ...).
-    pub event: String,
-    /// `salary_change`, `hours_change`, `contract_change`, `status_change`, `termination`,
-    /// `created`, `deleted`, `restored`, `rehired`.
-    pub change_type: String,
-    /// `YYYY-MM-DD`, where the change has one.
-    pub effective_date: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepReport {
-    pub step: u32,
-    /// The new current date, `YYYY-MM-DD`.
-    pub date: String,
-    pub changes: Vec<TruthChange>,
-    /// Employees whose JSON changed without any HR change (dt_update, number representation,
-    /// key order): a correct client records nothing for them.
-    pub noise_employee_ids: Vec<String>,
-}
-
-type Changes = Vec<(&'static str, Option<NaiveDate>)>;
-
-struct Ctx {
-    /// First day of the new month: the effective date of most events.
-    e: NaiveDate,
-    /// The new current date.
-    today: NaiveDate,
-}
-
-/// Moves `ds` one month on and applies the events of step `step` (1-based).
-pub fn advance(ds: &mut Dataset, seed: u64, step: u32, opts: &AdvanceOptions) -> StepReport {
-    let today = add_months(ds.date, 1);
-    ds.date = today;
-    let ctx = Ctx {
-        e: first_of_month(today),
-        today,
-    };
-    let mut rng = Rng::derive(seed, 2, step as u64);
-    let listed = ds.listed();
-    let removed: Vec<usize> = (0..ds.employees.len())
-        .filter(|&i| ds.employees[i].removed)
-        .collect();
-    let n = listed.len() as f64;
-    let share = |p: f64| ((n * p).round() as usize).max(1);
-    let mut touched: HashSet<usize> = HashSet::new();
-    let mut changes = Vec::new();
-
-    let mut run =
-        |ds: &mut Dataset,
-         rng: &mut Rng,
-         pool: &[usize],
-         count: usize,
-         event: &'static str,
-         apply: &dyn Fn(&mut Entry, &mut Rng, &Ctx) -> Option<Changes>| {
-            let mut cands: Vec<usize> = pool
-                .iter()
-                .copied()
-                .filter(|i| !touched.contains(i))
-                .collect();
-            rng.shuffle(&mut cands);
-            let mut done = 0;
-            for i in cands {
-                if done == count {
-                    break;
-                }
-                let mut entry = ds.employees[i].clone();
-                if let Some(list) = apply(&mut entry, rng, &ctx) {
-                    let id = employee_id(&entry);
-                    ds.employees[i] = entry;
-                    touched.insert(i);
-                    done += 1;
-                    for (change_type, eff) in list {
-                        changes.push(truth(&id, event, change_type, eff));
-                    }
-                }
-            }
-        };
-
-    let o = opts;
-    run(
-        ds,
-        &mut rng,
-        &listed,
-        o.raises.unwrap_or(share(0.05)),
-        "raise",
-        &|e, r, c| split_salary(e, r, c, c.e),
-    );
-    let eb = add_months(ctx.e, -2);
-    run(
-        ds,
-        &mut rng,
-        &listed,
-        o.backdated_raises.unwrap_or(1),
-        "backdated_raise",
-        &|e, r, c| split_salary(e, r, c, eb),
-    );
-    run(
-        ds,
-        &mut rng,
-        &listed,
-        o.hours_changes.unwrap_or(share(0.02)),
-        "hours_change",
-        &hours_change,
-    );
-    run(
-        ds,
-        &mut rng,
-        &listed,
-        o.renewals.unwrap_or(share(0.02)),
-        "renewal",
-        &renewal,
-    );
-    run(
-        ds,
-        &mut rng,
-        &listed,
-        o.conversions.unwrap_or(share(0.01)),
-        "conversion",
-        &conversion,
-    );
-    run(
-        ds,
-        &mut rng,
-        &listed,
-        o.terminations.unwrap_or(share(0.02)),
-        "termination",
-        &termination,
-    );
-    run(
-        ds,
-        &mut rng,
-        &listed,
-        o.rehires.unwrap_or(1),
-        "rehire",
-        &rehire,
-    );
-    run(
-        ds,
-        &mut rng,
-        &listed,
-        o.removals.unwrap_or(share(0.01)),
-        "removal",
-        &|e, _, _| {
-            e.removed = true;
-            Some(vec![("deleted", None)])
-        },
-    );
-    run(
-        ds,
-        &mut rng,
-        &removed,
-        o.restores.unwrap_or(1),
-        "restore",
-        &|e, _, _| {
-            e.removed = false;
-            Some(vec![("restored", None)])
-        },
-    );
-
-    for _ in 0..o.hires.unwrap_or(share(0.02)) {
-        let entry = hire(ds, &mut rng, &ctx);
-        let id = employee_id(&entry);
-        ds.employees.push(entry);
-        touched.insert(ds.employees.len() - 1);
-        changes.push(truth(&id, "hire", "created", Some(ctx.e)));
-    }
-
-    let mut cands: Vec<usize> = listed
-        .iter()
-        .copied()
-        .filter(|i| !touched.contains(i))
-        .collect();
-    rng.shuffle(&mut cands);
-    let mut noise_employee_ids = Vec::new();
-    for i in cands {
-        if noise_employee_ids.len() == o.noise.unwrap_or(share(0.05)) {
-            break;
-        }
-        if noise(&mut ds.employees[i], &mut rng, &ctx) {
-            noise_employee_ids.push(employee_id(&ds.employees[i]));
-        }
-    }
-
-    StepReport {
-        step,
-        date: today.format("%Y-%m-%d").to_string(),
-        changes,
-        noise_employee_ids,
-    }
-}
-
-/// A change of the employee list made while a sync is between two list pages, as HR editing
-/// the company at that moment: applied right after list page `after_page` has been answered.
-/// Positions are 0-based places in the list as it is when the move applies.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ListMove {
-    pub after_page: u32,
-    /// Remove the employees at these positions (404 from then on, absent from the list).
-    pub delete_positions: Vec<usize>,
-    /// Hire this many new employees; they join the end of the list.
-    pub hires: usize,
-    /// Move the employee at the first position to the second one (after deletions and hires),
-    /// changing no record.
-    pub reorder: Option<(usize, usize)>,
-}
-
-/// Applies a list move without moving the date; reports the deletions and hires it made (a
-/// reorder changes no record and reports nothing).
-pub fn move_list(ds: &mut Dataset, seed: u64, nth: u32, mv: &ListMove) -> StepReport {
-    let ctx = Ctx {
-        e: first_of_month(ds.date),
-        today: ds.date,
-    };
-    let mut rng = Rng::derive(seed, 4, nth as u64);
-    let mut changes = Vec::new();
-    let listed = ds.listed();
-    for &pos in &mv.delete_positions {
-        if let Some(&i) = listed.get(pos) {
-            ds.employees[i].removed = true;
-            changes.push(truth(
-                &employee_id(&ds.employees[i]),
-                "removal",
-                "deleted",
-                None,
-            ));
-        }
-    }
-    for _ in 0..mv.hires {
-        let entry = hire(ds, &mut rng, &ctx);
-        changes.push(truth(&employee_id(&entry), "hire", "created", Some(ctx.e)));
-        ds.employees.push(entry);
-    }
-    if let Some((from, to)) = mv.reorder {
-        let listed = ds.listed();
-        let key = |i: usize| {
-            ds.list_rank.get(&i).copied().or_else(|| {
-                ds.employees[i]
-                    .record
-                    .get("employee_number")
-                    .and_then(Value::as_f64)
-            })
-        };
-        if let (Some(&moved), Some(&before)) = (listed.get(from), listed.get(to)) {
-            // Just before the employee now at `to` (a half step: numbers are integers).
-            if let Some(k) = key(before) {
-                let rank = if from < to { k + 0.5 } else { k - 0.5 };
-                ds.list_rank.insert(moved, rank);
-            }
-        }
-    }
-    StepReport {
-        step: 0,
-        date: ds.date.format("%Y-%m-%d").to_string(),
-        changes,
-        noise_employee_ids: Vec::new(),
-    }
-}
-
-fn truth(id: &str, event: &str, change_type: &str, eff: Option<NaiveDate>) -> TruthChange {
-    TruthChange {
-        employee_id: id.to_string(),
-        event: event.to_string(),
-        change_type: change_type.to_string(),
-        effective_date: eff.map(|d| d.format("%Y-%m-%d").to_string()),
-    }
-}
-
-fn employee_id(e: &Entry) -> String {
-    match e.record.get("id") {
-        Some(Value::String(s)) => s.clone(),
-        Some(v) => v.to_string(),
-        None => String::new(),
-    }
-}
-
-fn status(e: &Entry) -> Option<&str> {
-    e.record.get("status").and_then(Value::as_str)
-}
-
-fn touch(e: &mut Entry, rng: &mut Rng, ctx: &Ctx) {
-    let s = stamp(rng, ctx.today);
-    if let Some(m) = e.record.as_object_mut() {
-        m.insert("dt_update".into(), json!(s));
-    }
-}
-
-fn record_employment(e: &mut Entry) -> Option<&mut Map<String, Value>> {
-    e.record.get_mut("employment")?.as_object_mut()
-}
-
-fn latest_item(e: &mut Entry) -> Option<&mut Map<String, Value>> {
-    e.employments.as_array_mut()?.last_mut()?.as_object_mut()
-}
-
-fn is_int(v: &Value) -> bool {
-    v.is_i64() || v.is_u64()
-}
-
-/// A new wage in the same representation as the old one.
-fn same_repr(old: &Value, new: f64) -> Value {
-    if is_int(old) {
-        json!(new.round() as i64)
-    } else if old.as_f64().is_some_and(|x| x.fract() == 0.0) {
-        json!(new.round())
-    } else {
-        data::wage_value(new, false)
-    }
-}
-
-/// Inserts `key` right after `after` (or at the end), keeping the API's key order.
-fn insert_after(m: &mut Map<String, Value>, after: &str, key: &str, value: Value) {
-    if let Some(v) = m.get_mut(key) {
-        *v = value;
-        return;
-    }
-    let old = std::mem::take(m);
-    let mut placed = false;
-    for (k, v) in old {
-        let hit = k == after;
-        m.insert(k, v);
-        if hit {
-            m.insert(key.to_string(), value.clone());
-            placed = true;
-        }
-    }
-    if !placed {
-        m.insert(key.to_string(), value);
-    }
-}
-
-/// Raise (at = E) or back-dated raise (at = two months earlier): the active salary period is
-/// closed the day before `at` and a higher one starts at `at`.
-fn split_salary(e: &mut Entry, rng: &mut Rng, ctx: &Ctx, at: NaiveDate) -> Option<Changes> {
+pub(super) fn split_salary(
+    e: &mut Entry,
+    rng: &mut Rng,
+    ctx: &Ctx,
+    at: NaiveDate,
+) -> Option<Changes> {
     if status(e) != Some("active") {
         return None;
     }
@@ -447,7 +66,7 @@ fn split_salary(e: &mut Entry, rng: &mut Rng, ctx: &Ctx, at: NaiveDate) -> Optio
     Some(vec![("salary_change", Some(at))])
 }
 
-fn hours_change(e: &mut Entry, rng: &mut Rng, ctx: &Ctx) -> Option<Changes> {
+pub(super) fn hours_change(e: &mut Entry, rng: &mut Rng, ctx: &Ctx) -> Option<Changes> {
     if status(e) != Some("active") {
         return None;
     }
@@ -476,7 +95,7 @@ fn hours_change(e: &mut Entry, rng: &mut Rng, ctx: &Ctx) -> Option<Changes> {
 }
 
 /// The active contract period of the latest employment if it is a fixed-term one.
-fn active_fixed(e: &mut Entry) -> Option<(&mut Vec<Value>, usize)> {
+pub(super) fn active_fixed(e: &mut Entry) -> Option<(&mut Vec<Value>, usize)> {
     let item = latest_item(e)?;
     let arr = item.get_mut("contracts")?;
     let ai = active_index(arr)?;
@@ -484,7 +103,7 @@ fn active_fixed(e: &mut Entry) -> Option<(&mut Vec<Value>, usize)> {
     (arr[ai].get("contract_duration")? == "fixed").then_some((arr, ai))
 }
 
-fn renewal(e: &mut Entry, rng: &mut Rng, ctx: &Ctx) -> Option<Changes> {
+pub(super) fn renewal(e: &mut Entry, rng: &mut Rng, ctx: &Ctx) -> Option<Changes> {
     if status(e) != Some("active") {
         return None;
     }
@@ -528,7 +147,7 @@ fn renewal(e: &mut Entry, rng: &mut Rng, ctx: &Ctx) -> Option<Changes> {
     Some(vec![("contract_change", Some(start))])
 }
 
-fn conversion(e: &mut Entry, rng: &mut Rng, ctx: &Ctx) -> Option<Changes> {
+pub(super) fn conversion(e: &mut Entry, rng: &mut Rng, ctx: &Ctx) -> Option<Changes> {
     if status(e) != Some("active") {
         return None;
     }
@@ -572,7 +191,7 @@ fn conversion(e: &mut Entry, rng: &mut Rng, ctx: &Ctx) -> Option<Changes> {
     Some(vec![("contract_change", Some(ctx.e))])
 }
 
-fn termination(e: &mut Entry, rng: &mut Rng, ctx: &Ctx) -> Option<Changes> {
+pub(super) fn termination(e: &mut Entry, rng: &mut Rng, ctx: &Ctx) -> Option<Changes> {
     if status(e) != Some("active") {
         return None;
     }
@@ -614,7 +233,7 @@ fn termination(e: &mut Entry, rng: &mut Rng, ctx: &Ctx) -> Option<Changes> {
     Some(out)
 }
 
-fn rehire(e: &mut Entry, rng: &mut Rng, ctx: &Ctx) -> Option<Changes> {
+pub(super) fn rehire(e: &mut Entry, rng: &mut Rng, ctx: &Ctx) -> Option<Changes> {
     if status(e) != Some("out of service") {
         return None;
     }
@@ -700,7 +319,7 @@ fn rehire(e: &mut Entry, rng: &mut Rng, ctx: &Ctx) -> Option<Changes> {
     ])
 }
 
-fn hire(ds: &Dataset, rng: &mut Rng, ctx: &Ctx) -> Entry {
+pub(super) fn hire(ds: &Dataset, rng: &mut Rng, ctx: &Ctx) -> Entry {
     let number = ds
         .employees
         .iter()
@@ -746,7 +365,7 @@ fn hire(ds: &Dataset, rng: &mut Rng, ctx: &Ctx) -> Entry {
 }
 
 /// Flips an integral number between integer and float form (same value).
-fn flip(v: &mut Value) -> bool {
+pub(super) fn flip(v: &mut Value) -> bool {
     if let Some(i) = v.as_i64() {
         *v = json!(i as f64);
         true
@@ -758,7 +377,7 @@ fn flip(v: &mut Value) -> bool {
     }
 }
 
-fn reversed(m: &Map<String, Value>) -> Map<String, Value> {
+pub(super) fn reversed(m: &Map<String, Value>) -> Map<String, Value> {
     m.iter()
         .rev()
         .map(|(k, v)| (k.clone(), v.clone()))
@@ -766,7 +385,7 @@ fn reversed(m: &Map<String, Value>) -> Map<String, Value> {
 }
 
 /// Changes that are not HR changes: dt_update, number representation, key order.
-fn noise(e: &mut Entry, rng: &mut Rng, ctx: &Ctx) -> bool {
+pub(super) fn noise(e: &mut Entry, rng: &mut Rng, ctx: &Ctx) -> bool {
     if !e.record.is_object() {
         return false;
     }
@@ -850,26 +469,4 @@ fn noise(e: &mut Entry, rng: &mut Rng, ctx: &Ctx) -> bool {
         }
     }
     false
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn insert_after_keeps_order() {
-        let mut m: Map<String, Value> = serde_json::from_str(r#"{"a":1,"b":2,"c":3}"#).unwrap();
-        insert_after(&mut m, "a", "x", json!(0));
-        assert_eq!(Value::Object(m).to_string(), r#"{"a":1,"x":0,"b":2,"c":3}"#);
-    }
-
-    #[test]
-    fn flip_keeps_value() {
-        let mut v = json!(2846);
-        assert!(flip(&mut v));
-        assert_eq!(v.to_string(), "2846.0");
-        assert!(flip(&mut v));
-        assert_eq!(v.to_string(), "2846");
-        assert!(!flip(&mut json!(2846.5)));
-    }
 }
