@@ -53,13 +53,13 @@ fn employes_sync_instance() -> Option<String> {
 }
 
 /// An Employes date (`YYYY-MM-DD`, then anything such as `T00:00:00`) as a date, read exactly as
-/// the sync reads effective dates (`classify::parse_api_date`); NULL for null, the `0001-01-01`
+/// the sync reads effective dates (`model::parse_api_date`); NULL for null, the `0001-01-01`
 /// sentinel, an impossible date such as 2025-02-30 and anything else. Never an error, so a bad
 /// value from the API cannot break a view. In Rust because the timeline calls it for every
 /// period: several times faster than the SQL expression it replaces.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn employes_sync_jdate(v: pgrx::JsonB) -> Option<pgrx::prelude::Date> {
-    employes_sync_core::classify::parse_api_date(&v.0).map(pg_date)
+    employes_sync_core::model::parse_api_date(&v.0).map(pg_date)
 }
 
 /// A date of the core as a PostgreSQL date. The core's dates have years 1 to 9999 (its parser
@@ -69,8 +69,8 @@ pub(crate) fn pg_date(d: chrono::NaiveDate) -> Date {
     Date::new_unchecked(d.year() as isize, d.month() as u8, d.day() as u8)
 }
 
-/// The timeline events of one `/employments` payload, from its text (`payload::text`), so that
-/// `details` keeps every value exactly as the payload writes it (see
+/// The timeline events of one `/employments` payload, from its text (`payload::text`): `details`
+/// keeps every value as the payload writes it (see
 /// `employes_sync_core::timeline` for the rules). Salary events carry the old and new wage as
 /// numeric text; `employes_timeline_events` computes `amount` and `percent` from them in
 /// `numeric`. Pure: reads nothing but its argument.
@@ -190,5 +190,81 @@ mod tests {
             )
         );
         assert_eq!(members, dumped);
+    }
+
+    #[pg_test(error = "invalid sync source: 'nightly'")]
+    fn trigger_rejects_an_unknown_source() {
+        Spi::run("SELECT employes_sync_trigger('nightly', 'dba')").unwrap();
+    }
+
+    #[pg_test(error = "invalid sync source: NULL")]
+    fn trigger_rejects_a_null_source() {
+        Spi::run("SELECT employes_sync_trigger(NULL, 'dba')").unwrap();
+    }
+
+    #[pg_test(
+        error = "invalid triggered_by: 321 characters; it must be 1 to 320 characters without control characters"
+    )]
+    fn trigger_rejects_an_overlong_triggered_by() {
+        Spi::run("SELECT employes_sync_trigger('manual', repeat('x', 321))").unwrap();
+    }
+
+    #[pg_test(
+        error = "invalid triggered_by: 8 characters; it must be 1 to 320 characters without control characters"
+    )]
+    fn trigger_rejects_control_characters_in_triggered_by() {
+        Spi::run("SELECT employes_sync_trigger('manual', E'dba\\nrm -')").unwrap();
+    }
+
+    #[pg_test(error = "timeout_seconds must be between 0 and 86400, got -1")]
+    fn wait_rejects_a_negative_timeout() {
+        Spi::run("SELECT employes_sync_wait(gen_random_uuid(), -1)").unwrap();
+    }
+
+    #[pg_test(error = "no sync session with id 00000000-0000-0000-0000-000000000000")]
+    fn cancel_of_an_unknown_session_is_an_error() {
+        Spi::run("SELECT employes_sync_cancel('00000000-0000-0000-0000-000000000000')").unwrap();
+    }
+
+    #[pg_test(
+        error = "employes_sync_employment_events: the payload is not valid JSON (expected value at line 1 column 11)"
+    )]
+    fn employment_events_reject_text_that_is_not_json() {
+        Spi::run("SELECT * FROM employes_sync_employment_events('{\"data\": [}')").unwrap();
+    }
+
+    #[pg_test]
+    fn api_dates_and_numbers_read_leniently() {
+        let got = Spi::get_one::<String>(
+            "SELECT concat_ws(',', employes_sync_jdate('\"2025-07-01T00:00:00\"'), employes_sync_jdate('\"0001-01-01T00:00:00\"'),
+                              employes_sync_jdate('\"soon\"'), employes_sync_jdate('12'), employes_sync_jnum('2846.0'),
+                              employes_sync_jnum('\"30\"'))",
+        )
+        .unwrap();
+        assert_eq!(got.as_deref(), Some("2025-07-01,2846.0"));
+        // Impossible or out-of-range dates are NULL, never an error that would break a view.
+        let got = Spi::get_one::<String>(
+            "SELECT concat_ws(',', employes_sync_jdate('\"2024-02-29T00:00:00\"'), employes_sync_jdate('\"2025-02-30T00:00:00\"'),
+                              employes_sync_jdate('\"0000-01-01\"'), employes_sync_jdate('\"9999-12-31\"'),
+                              employes_sync_jdate('\"2025-07-011\"'), employes_sync_jdate('\"2025-7-1\"'),
+                              employes_sync_jdate('{\"start_date\": \"2025-01-01\"}'), employes_sync_jdate(NULL),
+                              employes_sync_jdate('null'))",
+        )
+        .unwrap();
+        assert_eq!(got.as_deref(), Some("2024-02-29,9999-12-31"));
+    }
+
+    #[pg_test]
+    fn only_a_sync_worker_counts_as_alive() {
+        // This backend, the logical replication launcher (a background worker of another type),
+        // a pid that does not exist and nonsense are all "not a sync worker".
+        let got = Spi::get_one::<String>(
+            "SELECT concat_ws(',', employes_sync_worker_alive(pg_backend_pid()),
+                              employes_sync_worker_alive((SELECT pid FROM pg_stat_activity WHERE backend_type = 'logical replication launcher')),
+                              employes_sync_worker_alive(2147483647), employes_sync_worker_alive(0),
+                              employes_sync_worker_alive(-1), employes_sync_worker_alive(NULL) IS NULL)",
+        )
+        .unwrap();
+        assert_eq!(got.as_deref(), Some("f,f,f,f,f,t"));
     }
 }

@@ -20,10 +20,10 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use employes_sim::{AdvanceOptions, Sim, SimConfig};
-use employes_sync_core::classify::Kind;
 use employes_sync_core::client::{Client as ApiClient, ClientConfig};
+use employes_sync_core::model::Kind;
 use employes_sync_core::sync::{
-    run_sync, Applied, ApplyStats, Level, Progress, StopReason, Store, SyncOptions,
+    run_sync, Applied, ApplyStats, Level, Progress, StopReason, Store, StoreError, SyncOptions,
 };
 use employes_sync_core::versions::Incoming;
 use employes_sync_e2e::{wait_until, Client, Cluster};
@@ -582,7 +582,11 @@ fn floor_section(cluster: &Cluster, c: &mut Client, sizes: &Sizes) -> String {
 struct NullStore;
 
 impl Store for NullStore {
-    fn changed(&mut self, _kind: Kind, _records: Vec<Incoming>) -> Result<Vec<Incoming>, String> {
+    fn changed(
+        &mut self,
+        _kind: Kind,
+        _records: Vec<Incoming>,
+    ) -> Result<Vec<Incoming>, StoreError> {
         Ok(Vec::new())
     }
     fn apply(
@@ -590,19 +594,19 @@ impl Store for NullStore {
         _kind: Kind,
         _records: Vec<Incoming>,
         _p: &Progress,
-    ) -> Result<Applied, String> {
+    ) -> Result<Applied, StoreError> {
         Ok(Applied::default())
     }
     fn missing(
         &mut self,
         _seen: &employes_sync_core::sync::SeenIds,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, StoreError> {
         Ok(Vec::new())
     }
-    fn mark_deleted(&mut self, _ids: Vec<String>, _p: &Progress) -> Result<ApplyStats, String> {
+    fn mark_deleted(&mut self, _ids: Vec<String>, _p: &Progress) -> Result<ApplyStats, StoreError> {
         Ok(ApplyStats::default())
     }
-    fn progress(&mut self, _p: &Progress) -> Result<(), String> {
+    fn progress(&mut self, _p: &Progress) -> Result<(), StoreError> {
         Ok(())
     }
     fn log(&mut self, _l: Level, _s: &str, _m: &str, _d: Value) {}

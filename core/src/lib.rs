@@ -3,11 +3,11 @@
 //! The extension crate only binds these to SQL, SPI and the background worker.
 
 pub mod canonical;
-pub mod classify;
+pub mod changes;
 pub mod client;
 pub mod cron;
 pub mod deletions;
-pub mod diff;
+pub mod model;
 pub mod shape;
 pub mod sync;
 pub mod text;

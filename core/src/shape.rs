@@ -17,7 +17,7 @@ impl Want {
             Want::Text => v.is_string(),
             Want::Number => v.is_number(),
             Want::Date => v.as_str().is_some_and(|s| {
-                crate::classify::parse_api_date(v).is_some() || s.starts_with("0001-01-01")
+                crate::model::parse_api_date(v).is_some() || s.starts_with("0001-01-01")
             }),
         }
     }

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use crate::canonical::content_hash;
-use crate::classify::{self, Change, Kind};
+use crate::changes::classify::{self, Change};
+use crate::model::Kind;
 
 /// A record as fetched, keyed by employee, with the hash of its canonical content.
 #[derive(Debug, Clone)]
@@ -220,7 +221,7 @@ mod tests {
             assert_eq!(invalid_id(bad), Some(why), "{bad:?}");
         }
     }
-    use crate::classify::ChangeType;
+    use crate::model::ChangeType;
     use serde_json::json;
 
     fn inc(id: &str, payload: Value) -> Incoming {

@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use employes_sim::{AdvanceOptions, Endpoint, FaultAction, FaultRule, Sim, SimConfig};
-use employes_sync_core::classify::Kind;
 use employes_sync_core::client::{Client, ClientConfig};
+use employes_sync_core::model::Kind;
 use employes_sync_core::sync::{
     run_sync, Applied, ApplyStats, FinalStatus, Level, Progress, SeenIds, StopReason, Store,
-    SyncOptions,
+    StoreError, SyncOptions,
 };
 use employes_sync_core::versions::{self, Existing, Incoming};
 use serde_json::Value;
@@ -32,7 +32,7 @@ struct MemStore {
 }
 
 impl Store for MemStore {
-    fn changed(&mut self, kind: Kind, records: Vec<Incoming>) -> Result<Vec<Incoming>, String> {
+    fn changed(&mut self, kind: Kind, records: Vec<Incoming>) -> Result<Vec<Incoming>, StoreError> {
         Ok(records
             .into_iter()
             .filter(|r| {
@@ -49,7 +49,7 @@ impl Store for MemStore {
         kind: Kind,
         records: Vec<Incoming>,
         _p: &Progress,
-    ) -> Result<Applied, String> {
+    ) -> Result<Applied, StoreError> {
         self.applies += 1;
         self.batch_sizes.push((kind, records.len()));
         if kind == Kind::Employee && self.fail_employee_applies {
@@ -95,7 +95,7 @@ impl Store for MemStore {
         Ok(stats.into())
     }
 
-    fn missing(&mut self, seen: &SeenIds) -> Result<Vec<String>, String> {
+    fn missing(&mut self, seen: &SeenIds) -> Result<Vec<String>, StoreError> {
         let mut ids: Vec<String> = self
             .versions
             .iter()
@@ -107,7 +107,7 @@ impl Store for MemStore {
         Ok(ids)
     }
 
-    fn mark_deleted(&mut self, ids: Vec<String>, _p: &Progress) -> Result<ApplyStats, String> {
+    fn mark_deleted(&mut self, ids: Vec<String>, _p: &Progress) -> Result<ApplyStats, StoreError> {
         let mut stats = ApplyStats::default();
         for ((kind, id), vs) in self.versions.iter_mut() {
             let last = vs.last_mut().unwrap();
@@ -123,7 +123,7 @@ impl Store for MemStore {
         Ok(stats)
     }
 
-    fn progress(&mut self, _p: &Progress) -> Result<(), String> {
+    fn progress(&mut self, _p: &Progress) -> Result<(), StoreError> {
         Ok(())
     }
 

@@ -1,0 +1,136 @@
+//! The background worker that runs one sync session, shaped like pg_cron's: HTTP on helper
+//! threads outside any transaction, one short transaction per page or history batch on the main
+//! thread, SIGTERM and cancellation checked between units of work, every failure recorded on the
+//! session row and in the log table rather than lost in a panic.
+//!
+//! - `session`: the session ledger (start, progress, end, log lines).
+//! - `store`: the [`Store`](employes_sync_core::sync::Store) the core's sync driver writes through.
+//! - `history`: the history writes of a batch (versions, changes, deletions), record by record
+//!   isolation; `references`: how their references are checked.
+//! - `timeline`: the timeline upkeep of the employees a batch changed.
+//! - `spi`: transactions, subtransactions and kept plans.
+//! - `watchdog`: the long-lived worker that ends sessions whose worker is gone.
+
+mod history;
+mod references;
+mod session;
+mod spi;
+mod store;
+mod timeline;
+mod watchdog;
+
+use std::time::Instant;
+
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use serde_json::json;
+
+use employes_sync_core::client::Client;
+use employes_sync_core::sync::{
+    run_sync, FinalStatus, Level, Outcome, Progress, Store, SyncOptions,
+};
+
+use crate::guc;
+use store::SpiStore;
+
+pub use watchdog::register_watchdog;
+
+pub const WORKER_TYPE: &str = "employes_sync worker";
+
+/// Starts the worker for a session; the pid once the postmaster started it, `None` when no
+/// background worker slot is free.
+pub fn launch(session_id: &str, requested_xid: &str) -> Option<i32> {
+    let db = unsafe { pg_sys::MyDatabaseId };
+    let extra = format!("{} {} {}", u32::from(db), session_id, requested_xid);
+    let handle = BackgroundWorkerBuilder::new(&format!("{WORKER_TYPE} {session_id}"))
+        .set_type(WORKER_TYPE)
+        .set_library("employes_sync")
+        .set_function("employes_sync_worker_main")
+        .enable_spi_access()
+        .set_extra(&extra)
+        .set_restart_time(None)
+        .set_notify_pid(unsafe { pg_sys::MyProcPid })
+        .load_dynamic()
+        .ok()?;
+    handle.wait_for_startup().ok()
+}
+
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn employes_sync_worker_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let extra = BackgroundWorker::get_extra().to_owned();
+    let mut parts = extra.split_whitespace();
+    let (Some(db), Some(session), Some(xid)) = (parts.next(), parts.next(), parts.next()) else {
+        pgrx::log!("employes_sync worker: malformed start arguments");
+        return;
+    };
+    let Ok(db) = db.parse::<u32>() else { return };
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
+    run(session.to_owned(), xid.to_owned());
+}
+
+/// The version of the SQL this library was built with: a worker refuses to run a session against
+/// another one (between a package upgrade and `ALTER EXTENSION employes_sync UPDATE`).
+const SQL_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// One session, from its trigger's commit to its end.
+fn run(session: String, xid: String) {
+    let version = match session::prepare() {
+        Ok(v) => v,
+        Err(e) => return pgrx::log!("employes_sync worker: {e}"),
+    };
+    if !session::wait_for_creator(&session, &xid) {
+        return; // its trigger rolled back: nothing to do
+    }
+    if version != SQL_VERSION {
+        return session::refuse_version_mismatch(&session, &version);
+    }
+    let Some(cancelled_early) = session::start(&session) else {
+        return; // already ended (reaped, or handled by another worker)
+    };
+    let mut store = SpiStore::new(session.clone());
+    let begun = Instant::now();
+    let outcome = if cancelled_early {
+        ended(FinalStatus::Cancelled, "cancelled before it started")
+    } else {
+        sync(&mut store)
+    };
+    store.log_timeline_upkeep(&outcome.progress);
+    session::prune_logs(guc::LOG_RETENTION_DAYS.get());
+    session::finish(&mut store, &session, &outcome, begun.elapsed());
+}
+
+/// The sync itself: the core's driver with the API client the settings describe.
+fn sync(store: &mut SpiStore) -> Outcome {
+    let cfg = guc::client_config();
+    let opts = SyncOptions {
+        concurrency: guc::CONCURRENCY.get().max(1) as usize,
+        ..SyncOptions::default()
+    };
+    store.log(
+        Level::Info,
+        "start",
+        "sync started",
+        json!({"base_url": cfg.base_url, "company_id": cfg.company_id, "requests_per_second": cfg.requests_per_second,
+               "per_page": cfg.per_page, "concurrency": opts.concurrency, "max_retries": cfg.max_retries}),
+    );
+    match Client::new(cfg) {
+        Ok(client) => run_sync(&client, store, opts),
+        Err(e) => {
+            store.log(Level::Error, "start", &e.to_string(), json!({}));
+            ended(FinalStatus::Error, &e.to_string())
+        }
+    }
+}
+
+/// The outcome of a session that ended before its sync ran.
+fn ended(status: FinalStatus, why: &str) -> Outcome {
+    Outcome {
+        status,
+        error: Some(why.to_owned()),
+        snapshot_complete: false,
+        progress: Progress::default(),
+    }
+}

@@ -1,0 +1,209 @@
+//! The session ledger: the worker's side of `employes_sync_sessions` and `employes_sync_logs`:
+//! how a session starts, records its progress and ends.
+
+use std::time::{Duration, Instant};
+
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+
+use serde_json::json;
+
+use employes_sync_core::sync::{FinalStatus, Level, Outcome, Progress, Store};
+
+use super::spi::{exec, in_tx, spi_err};
+use super::SQL_VERSION;
+use employes_sync_core::sync::StoreError;
+
+/// Ends a session whose database still has the SQL of another version, with statements that
+/// every version's schema understands.
+pub(super) fn refuse_version_mismatch(session: &str, version: &str) {
+    let error = format!(
+        "the extension's SQL in this database is version {version}, but the server runs the library of version {SQL_VERSION}: run ALTER EXTENSION employes_sync UPDATE, then sync again"
+    );
+    let ended = in_tx(|| {
+        Spi::run_with_args(
+            "WITH s AS (UPDATE employes_sync_sessions SET status = 'error', errors = errors + 1, error = $2,
+                               completed_at = clock_timestamp()
+                         WHERE id = $1::uuid AND status IN ('queued', 'running') RETURNING id)
+             INSERT INTO employes_sync_logs (session_id, level, step, message) SELECT id, 'error', 'start', $2 FROM s",
+            &[session.to_owned().into(), error.clone().into()],
+        )
+        .map_err(spi_err)
+    });
+    if let Err(e) = ended {
+        pgrx::log!("employes_sync worker: {error}; could not end session {session}: {e}");
+    }
+}
+
+/// The trigger may still be inside its transaction; the session row appears when it commits.
+pub(super) fn wait_for_creator(session: &str, xid: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(24 * 3600);
+    let mut committed_at: Option<Instant> = None;
+    loop {
+        let state = in_tx(|| {
+            // The creator's state first, then the row (each query its own snapshot): read the
+            // other way round, a commit between the two looked like a session that never was.
+            let status: Option<String> =
+                Spi::get_one_with_args("SELECT pg_xact_status($1::xid8)", &[xid.to_owned().into()])
+                    .map_err(spi_err)?;
+            let visible = Spi::get_one_with_args::<bool>(
+                "SELECT EXISTS (SELECT 1 FROM employes_sync_sessions WHERE id = $1::uuid)",
+                &[session.to_owned().into()],
+            )
+            .map_err(spi_err)?
+            .unwrap_or(false);
+            Ok((visible, status))
+        });
+        match state {
+            Ok((true, _)) => return true,
+            Ok((false, Some(s))) if s == "in progress" => {}
+            // A commit is in the commit log a moment before every new snapshot sees it: wait a
+            // little for the row before concluding it is gone.
+            Ok((false, Some(s))) if s == "committed" => {
+                if committed_at.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(5)
+                {
+                    return false;
+                }
+            }
+            Ok(_) | Err(_) => return false, // rolled back: nothing to do
+        }
+        if Instant::now() > deadline
+            || !BackgroundWorker::wait_latch(Some(Duration::from_millis(20)))
+        {
+            return false;
+        }
+    }
+}
+
+/// The progress columns a worker keeps current ($1 = the session).
+macro_rules! progress_set {
+    () => {
+        "pages_total = $2, pages_done = $3, employees_total = $4, employees_done = $5, api_requests = $6,
+    retries = $7, versions_written = $8, changes_detected = $9, errors = $10, employees_deleted = $11, list_moved = $12,
+    records_rejected = $13, heartbeat_at = clock_timestamp()"
+    };
+}
+const PROGRESS_SET: &str = progress_set!();
+const PROGRESS: &str = concat!(
+    "UPDATE employes_sync_sessions SET ",
+    progress_set!(),
+    " WHERE id = $1::uuid"
+);
+
+fn clamp(v: u64) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+fn progress_args<'a>(session: &str, p: &Progress) -> Vec<DatumWithOid<'a>> {
+    vec![
+        session.to_owned().into(),
+        p.pages_total.map(clamp).into(),
+        clamp(p.pages_done).into(),
+        p.employees_total.map(clamp).into(),
+        clamp(p.employees_done).into(),
+        clamp(p.api_requests).into(),
+        clamp(p.retries).into(),
+        clamp(p.versions_written).into(),
+        clamp(p.changes_detected).into(),
+        clamp(p.errors).into(),
+        clamp(p.deleted).into(),
+        clamp(p.list_moved).into(),
+        clamp(p.rejected).into(),
+    ]
+}
+
+pub(super) fn write_progress(session: &str, p: &Progress) -> Result<(), StoreError> {
+    exec(PROGRESS, &progress_args(session, p), |_| Ok(()))
+}
+
+/// Connects the worker's session to the extension: its schema first in `search_path`, JIT off;
+/// returns the version of the extension's SQL in this database.
+pub(super) fn prepare() -> Result<String, StoreError> {
+    in_tx(|| {
+        // Scalar subqueries: one row, NULLs when the extension is not installed.
+        let (schema, version) = Spi::get_two::<String, String>(
+            "SELECT (SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+                      WHERE e.extname = 'employes_sync'),
+                    (SELECT e.extversion::text FROM pg_extension e WHERE e.extname = 'employes_sync')",
+        )
+        .map_err(spi_err)?;
+        let schema = schema.ok_or("extension employes_sync is not installed in this database")?;
+        Spi::run_with_args(
+            "SELECT set_config('search_path', quote_ident($1) || ', pg_catalog', false)",
+            &[schema.into()],
+        )
+        .map_err(spi_err)?;
+        // The worker runs short statements on bounded batches. Compiling them with JIT costs
+        // more than running them (up to a second per statement when the planner has no
+        // statistics yet, as during a fresh install's first sync), so it is off for this session.
+        Spi::run("SET jit = off").map_err(spi_err)?;
+        Ok(version.unwrap_or_default())
+    })
+}
+
+/// Marks the session running with this worker; whether a cancel came first, or `None` when
+/// the session is no longer queued.
+pub(super) fn start(session: &str) -> Option<bool> {
+    let started = in_tx(|| {
+        Spi::get_one_with_args::<bool>(
+            "UPDATE employes_sync_sessions SET status = 'running', started_at = clock_timestamp(), worker_pid = pg_backend_pid(),
+                    worker_instance = employes_sync_instance(), heartbeat_at = clock_timestamp()
+              WHERE id = $1::uuid AND status = 'queued' RETURNING cancel_requested_at IS NOT NULL",
+            &[session.to_owned().into()],
+        )
+        .map_err(spi_err)
+    });
+    match started {
+        Ok(c) => c,
+        Err(e) => {
+            pgrx::log!("employes_sync worker: cannot start session {session}: {e}");
+            None
+        }
+    }
+}
+
+/// Deletes log rows older than `days` (0 keeps them), but never those of an active session.
+pub(super) fn prune_logs(days: i32) {
+    if days > 0 {
+        let _ = in_tx(|| {
+            Spi::run_with_args(
+                "DELETE FROM employes_sync_logs l WHERE l.logged_at < now() - make_interval(days => $1)
+                   AND NOT EXISTS (SELECT 1 FROM employes_sync_sessions s WHERE s.id = l.session_id AND s.status IN ('queued', 'running'))",
+                &[days.into()],
+            )
+            .map_err(spi_err)
+        });
+    }
+}
+
+/// Logs the session's end and records its outcome on the session row.
+pub(super) fn finish(store: &mut dyn Store, session: &str, outcome: &Outcome, took: Duration) {
+    let p = &outcome.progress;
+    store.log(
+        if outcome.status == FinalStatus::Completed { Level::Info } else { Level::Warning },
+        "finish",
+        &format!("sync {} in {:.1} s", outcome.status.as_str(), took.as_secs_f64()),
+        json!({"status": outcome.status.as_str(), "seconds": took.as_secs_f64(), "snapshot_complete": outcome.snapshot_complete,
+               "api_requests": p.api_requests, "retries": p.retries, "versions_written": p.versions_written,
+               "changes_detected": p.changes_detected, "employees_deleted": p.deleted, "list_moved": p.list_moved,
+               "records_rejected": p.rejected, "errors": p.errors}),
+    );
+    let finished = in_tx(|| {
+        let mut args = progress_args(session, p);
+        args.push(outcome.status.as_str().into());
+        args.push(outcome.error.clone().into());
+        args.push(outcome.snapshot_complete.into());
+        Spi::run_with_args(
+            &format!(
+                "UPDATE employes_sync_sessions SET {PROGRESS_SET}, status = $14, error = $15, snapshot_complete = $16,
+                        completed_at = clock_timestamp() WHERE id = $1::uuid"
+            ),
+            &args,
+        )
+        .map_err(spi_err)
+    });
+    if let Err(e) = finished {
+        pgrx::log!("employes_sync worker: could not close session {session}: {e}");
+    }
+}
