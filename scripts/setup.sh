@@ -5,6 +5,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+export PATH="$HOME/.cargo/bin:$PATH"
+
+# The one thing this script does not install: a Rust toolchain (pgrx 0.18.1 needs Rust 1.95; the
+# workspace's rust-version says so too). Say so now rather than fail in the middle of a build.
+need_rust="1.95"
+if ! command -v cargo >/dev/null 2>&1 || ! command -v rustc >/dev/null 2>&1; then
+  echo "setup: no Rust toolchain found (cargo, rustc). Install Rust $need_rust or later with rustup" >&2
+  echo "       (https://rustup.rs: curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh), then run this again." >&2
+  exit 1
+fi
+have_rust=$(rustc --version | awk '{print $2}')
+if [ "$(printf '%s\n%s\n' "$need_rust" "$have_rust" | sort -V | head -1)" != "$need_rust" ]; then
+  echo "setup: Rust $have_rust is too old: employes_sync needs $need_rust or later (rustup update), then run this again." >&2
+  exit 1
+fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 

@@ -8,6 +8,10 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 ./scripts/setup.sh
 
+echo "== formatting and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+
 echo "== unit tests (core) and simulator tests"
 cargo test -p employes-sync-core -p employes-sim
 
