@@ -26,3 +26,6 @@ pgdata_parent="${TMPDIR:-/tmp}/employes_sync_pgrx"
 mkdir -p "$pgdata_parent"
 if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$pgdata_parent"; fi
 cargo pgrx test pg15 --runas postgres --pgdata "$pgdata_parent/data"
+
+echo "== the Debian package (installs into the system's PostgreSQL: alone, last)"
+cargo test -p employes-sync-e2e --test package -- --ignored --nocapture
