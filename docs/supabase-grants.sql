@@ -4,43 +4,58 @@
 -- `extensions`). Idempotent: run it again after ALTER EXTENSION ... UPDATE.
 --   anon           nothing
 --   authenticated  start a sync and read the status panel (no data)
---   service_role   everything: the functions, and SELECT on the data and the ledger
+--   service_role   the functions of syncs and schedules, and SELECT on the data, the ledger
+--                  and the companies (not their management, not their tokens)
 -- Row level security on employes_raw_data and employes_changes: only service_role has a
 -- policy, so a later GRANT SELECT to another role shows it no row until you write a policy.
 BEGIN;
 
--- Supabase's default privileges hand anon/authenticated/service_role every new object: take them back.
-REVOKE ALL ON employes_sync_sessions, employes_sync_logs, employes_raw_data, employes_changes,
-              employes_timeline, employes_current, employes_recent_changes
-  FROM PUBLIC, anon, authenticated, service_role;
-REVOKE ALL ON FUNCTION employes_sync_trigger(text, text), employes_sync_wait(uuid, integer),
-                       employes_sync_cancel(uuid), employes_employee_as_of(text, timestamptz),
-                       employes_sync_reap_stale(), employes_sync_launch_worker(uuid, text),
-                       employes_sync_instance(),
-                       employes_sync_session_stale_reason(text, integer, text, timestamptz),
-                       employes_sync_mask_settings(text),
-                       employes_sync_status(), employes_sync_schedule(text),
-                       employes_sync_unschedule(), employes_sync_scheduler_status(),
-                       employes_sync_cron_check(text), employes_sync_cron_describe(text),
-                       employes_sync_cron_next(text, timestamptz),
-                       employes_sync_cron_interval(text, timestamptz)
-  FROM PUBLIC, anon, authenticated, service_role;
+-- Supabase's default privileges hand anon/authenticated/service_role every new object: take them
+-- back, from every table, view and function of the extension (whatever a later version adds).
+-- Two pure JSON helpers stay executable by PUBLIC: the views call them with the caller's rights.
+DO $$
+DECLARE
+    obj record;
+BEGIN
+    FOR obj IN
+        SELECT format('%s %s', CASE WHEN d.classid = 'pg_proc'::regclass THEN 'FUNCTION' ELSE 'TABLE' END,
+                      CASE WHEN d.classid = 'pg_proc'::regclass THEN d.objid::regprocedure::text
+                           ELSE d.objid::regclass::text END) AS target,
+               d.classid = 'pg_proc'::regclass
+                   AND d.objid::regprocedure::text IN ('employes_sync_jdate(jsonb)', 'employes_sync_jnum(jsonb)')
+                   AS keep_public
+          FROM pg_depend d
+         WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+           AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'employes_sync')
+           AND (d.classid = 'pg_proc'::regclass
+                OR (d.classid = 'pg_class'::regclass
+                    AND (SELECT relkind FROM pg_class WHERE oid = d.objid) IN ('r', 'v', 'm')))
+    LOOP
+        EXECUTE format('REVOKE ALL ON %s FROM %s anon, authenticated, service_role', obj.target,
+                       CASE WHEN obj.keep_public THEN '' ELSE 'PUBLIC,' END);
+    END LOOP;
+END
+$$;
 
 -- authenticated: the Sync-now panel
-GRANT EXECUTE ON FUNCTION employes_sync_trigger(text, text), employes_sync_status(),
+GRANT EXECUTE ON FUNCTION employes_sync_trigger(text, text, uuid), employes_sync_status(),
                           employes_sync_scheduler_status()
   TO authenticated;
 
 -- service_role: everything a back office or server job needs
-GRANT EXECUTE ON FUNCTION employes_sync_trigger(text, text), employes_sync_status(),
+GRANT EXECUTE ON FUNCTION employes_sync_trigger(text, text, uuid), employes_sync_status(),
                           employes_sync_wait(uuid, integer), employes_sync_cancel(uuid),
-                          employes_employee_as_of(text, timestamptz),
+                          employes_employee_as_of(text, timestamptz, uuid),
                           employes_sync_schedule(text), employes_sync_unschedule(),
                           employes_sync_scheduler_status()
   TO service_role;
 GRANT SELECT ON employes_sync_sessions, employes_sync_logs, employes_raw_data, employes_changes,
-                employes_timeline, employes_current, employes_recent_changes
+                employes_timeline, employes_current, employes_recent_changes,
+                employes_sync_session_companies, employes_sync_companies
   TO service_role;
+-- Companies and their tokens are managed by the database's admin (a superuser), not by a key an
+-- app holds: employes_sync_add_company and the others stay revoked. The view shows whether a
+-- company has a token of its own, never the token.
 
 -- Row level security on the personal data. The sync's worker (a superuser) and the views (run
 -- as their owner) are not affected; service_role (BYPASSRLS on Supabase) reads everything.

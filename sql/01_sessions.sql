@@ -28,6 +28,7 @@ CREATE TABLE employes_sync_sessions (
     worker_instance     text,
     list_moved          integer NOT NULL DEFAULT 0,
     records_rejected    integer NOT NULL DEFAULT 0,
+    requested_company   uuid,
     CONSTRAINT employes_sync_sessions_finished_has_time
         CHECK ((status IN ('queued', 'running')) = (completed_at IS NULL))
 );
@@ -58,7 +59,40 @@ COMMENT ON COLUMN employes_sync_sessions.cancel_requested_at IS 'Set by employes
 COMMENT ON COLUMN employes_sync_sessions.requested_xid IS 'Transaction that created the session; the worker waits for it to commit.';
 COMMENT ON COLUMN employes_sync_sessions.list_moved IS 'Employees missing from a complete list whom the API still has (GET /employees/{id} answered): the list moved while the sync read it. They are not marked deleted; the next sync reads them again.';
 COMMENT ON COLUMN employes_sync_sessions.records_rejected IS 'Records that could not be stored as received (a NUL character, or a value the database refuses): each was left out alone, its earlier version stays current, and the log names the employee and the reason.';
+COMMENT ON COLUMN employes_sync_sessions.requested_company IS 'The one company this session syncs, when employes_sync_trigger named one; NULL: every enabled company. The per-company results are in employes_sync_session_companies.';
 COMMENT ON COLUMN employes_sync_sessions.worker_instance IS 'The server and database the session''s worker runs in (employes_sync_instance()): a queued or running session that came from another database (a restored dump), an old primary (a failover) or before a restart has no worker here.';
+
+-- What a session did for each company it synced: its own status, counts and error. The
+-- session row holds the totals.
+CREATE TABLE employes_sync_session_companies (
+    session_id        uuid NOT NULL REFERENCES employes_sync_sessions (id) ON DELETE CASCADE,
+    company_id        uuid NOT NULL,
+    status            text NOT NULL DEFAULT 'running'
+                      CHECK (status IN ('running', 'completed', 'partial', 'error', 'cancelled')),
+    started_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+    completed_at      timestamptz,
+    pages_total       integer,
+    pages_done        integer NOT NULL DEFAULT 0,
+    employees_total   integer,
+    employees_done    integer NOT NULL DEFAULT 0,
+    api_requests      integer NOT NULL DEFAULT 0,
+    retries           integer NOT NULL DEFAULT 0,
+    versions_written  integer NOT NULL DEFAULT 0,
+    changes_detected  integer NOT NULL DEFAULT 0,
+    employees_deleted integer NOT NULL DEFAULT 0,
+    list_moved        integer NOT NULL DEFAULT 0,
+    records_rejected  integer NOT NULL DEFAULT 0,
+    errors            integer NOT NULL DEFAULT 0,
+    error             text,
+    snapshot_complete boolean,
+    PRIMARY KEY (session_id, company_id),
+    CONSTRAINT employes_sync_session_companies_finished_has_time
+        CHECK ((status = 'running') = (completed_at IS NULL))
+);
+SELECT pg_extension_config_dump('employes_sync_session_companies', '');
+CREATE INDEX employes_sync_session_companies_company ON employes_sync_session_companies (company_id, started_at DESC);
+COMMENT ON TABLE employes_sync_session_companies IS
+    'One row per company a session synced: its status (running, completed, partial, error, cancelled), counts and error; the session row holds the totals.';
 
 CREATE TABLE employes_sync_logs (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -18,18 +18,19 @@ CREATE TABLE employes_raw_data (
     valid_to          timestamptz,
     first_session_id  uuid NOT NULL REFERENCES employes_sync_sessions (id),
     closed_session_id uuid REFERENCES employes_sync_sessions (id),
-    CONSTRAINT employes_raw_data_version_unique UNIQUE (kind, employee_id, version),
+    company_id        uuid NOT NULL,
+    CONSTRAINT employes_raw_data_version_unique UNIQUE (company_id, kind, employee_id, version),
     CONSTRAINT employes_raw_data_valid_range CHECK (valid_to IS NULL OR valid_to >= valid_from)
 );
 
 SELECT pg_extension_config_dump('employes_raw_data', '');
 SELECT pg_extension_config_dump('employes_raw_data_id_seq', '');
 
--- At most one current version per record. It also carries the content hash, so a sync reads the
+-- At most one current version per record (of a company). It also carries the content hash, so a sync reads the
 -- hashes of every current version from this index alone (an index-only scan of a few tens of MB)
 -- instead of the whole table with its payloads.
 CREATE UNIQUE INDEX employes_raw_data_current
-    ON employes_raw_data (kind, employee_id) INCLUDE (content_hash) WHERE valid_to IS NULL;
+    ON employes_raw_data (company_id, kind, employee_id) INCLUDE (content_hash) WHERE valid_to IS NULL;
 
 COMMENT ON TABLE employes_raw_data IS
     'Every distinct version of every record fetched from Employes (kind employee: the employee record; kind employments: the /employments body). A new version is written only when the canonical content changes.';
@@ -39,3 +40,4 @@ COMMENT ON COLUMN employes_raw_data.valid_from IS 'When this content was first o
 COMMENT ON COLUMN employes_raw_data.valid_to IS 'When it stopped being current (replaced or deleted); NULL = current.';
 COMMENT ON COLUMN employes_raw_data.first_session_id IS 'The session that first saw this content.';
 COMMENT ON COLUMN employes_raw_data.closed_session_id IS 'The session that replaced or deleted this version.';
+COMMENT ON COLUMN employes_raw_data.company_id IS 'The Employes company (administration) the record belongs to: employee ids are unique per company.';

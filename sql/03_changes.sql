@@ -15,6 +15,7 @@ CREATE TABLE employes_changes (
     detected_at    timestamptz NOT NULL,
     raw_from_id    bigint REFERENCES employes_raw_data (id),
     raw_to_id      bigint REFERENCES employes_raw_data (id),
+    company_id     uuid NOT NULL,
     CONSTRAINT employes_changes_links_a_version CHECK (raw_from_id IS NOT NULL OR raw_to_id IS NOT NULL)
 );
 
@@ -43,3 +44,4 @@ COMMENT ON COLUMN employes_changes.effective_date IS 'The date the change takes 
 COMMENT ON COLUMN employes_changes.detected_at IS 'When the sync saw the change (not the effective date).';
 COMMENT ON COLUMN employes_changes.raw_from_id IS 'The version before the change (NULL for created).';
 COMMENT ON COLUMN employes_changes.raw_to_id IS 'The version after the change (NULL for deleted).';
+COMMENT ON COLUMN employes_changes.company_id IS 'The Employes company of the employee.';

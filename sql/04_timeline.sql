@@ -28,7 +28,8 @@ CREATE TABLE employes_timeline (
     event_type  text COLLATE "C" NOT NULL,
     title       text NOT NULL,
     details     jsonb NOT NULL,
-    event_key   text COLLATE "C" NOT NULL
+    event_key   text COLLATE "C" NOT NULL,
+    company_id  uuid NOT NULL
 );
 SELECT pg_extension_config_dump('employes_timeline', '');
 
@@ -54,8 +55,9 @@ COMMENT ON FUNCTION employes_timeline_details(text, text, text, text) IS
     'The details jsonb of an employment event: its details text, plus amount and percent (numeric) for salary_changed.';
 
 -- The events of detected changes: status changed, left (deleted), restored.
-CREATE FUNCTION employes_timeline_change_events(employee_ids text[])
-RETURNS TABLE (employee_id text, event_date date, event_type text, title text, details jsonb, event_key text)
+CREATE FUNCTION employes_timeline_change_events(company uuid, employee_ids text[])
+RETURNS TABLE (employee_id text, event_date date, event_type text, title text, details jsonb, event_key text,
+               company_id uuid)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, @extschema@, pg_temp
 ROWS 8
@@ -71,16 +73,18 @@ AS $$
            jsonb_build_object('old', CASE WHEN c.change_type = 'status_change' THEN c.old_value END,
                               'new', CASE WHEN c.change_type = 'status_change' THEN c.new_value END,
                               'detected_at', c.detected_at, 'session_id', c.session_id, 'change_id', c.id),
-           'change:' || c.id
+           'change:' || c.id,
+           c.company_id
     FROM (SELECT DISTINCT unnest(employee_ids) AS employee_id) i
-    JOIN employes_changes c ON c.employee_id = i.employee_id
+    JOIN employes_changes c ON c.employee_id = i.employee_id AND c.company_id = company
     WHERE c.kind = 'employee' AND c.change_type IN ('status_change', 'deleted', 'restored')
 $$;
-COMMENT ON FUNCTION employes_timeline_change_events(text[]) IS
-    'The timeline events (status changed, left, restored) of the given employees'' detected changes.';
+COMMENT ON FUNCTION employes_timeline_change_events(uuid, text[]) IS
+    'The timeline events (status changed, left, restored) of the given employees'' detected changes, in one company.';
 
-CREATE FUNCTION employes_timeline_events(employee_ids text[])
-RETURNS TABLE (employee_id text, event_date date, event_type text, title text, details jsonb, event_key text)
+CREATE FUNCTION employes_timeline_events(company uuid, employee_ids text[])
+RETURNS TABLE (employee_id text, event_date date, event_type text, title text, details jsonb, event_key text,
+               company_id uuid)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, @extschema@, pg_temp
 -- No Memoize: it would hash every whole payload to cache its events, and each is read once.
@@ -90,74 +94,84 @@ SET enable_memoize = off
 SET jit = off
 AS $$
     SELECT l.employee_id, e.event_date, e.event_type, e.title,
-           employes_timeline_details(e.event_type, e.details, e.old_wage, e.new_wage), e.event_key
-    -- One index probe per employee (version_unique: kind, employee_id, version), whatever the
-    -- planner believes about the table's size.
+           employes_timeline_details(e.event_type, e.details, e.old_wage, e.new_wage), e.event_key, company
+    -- One index probe per employee (version_unique: company_id, kind, employee_id, version),
+    -- whatever the planner believes about the table's size.
     FROM (SELECT DISTINCT unnest(employee_ids) AS employee_id) i
     CROSS JOIN LATERAL (SELECT d.employee_id, d.payload FROM employes_raw_data d
-                        WHERE d.kind = 'employments' AND d.employee_id = i.employee_id
+                        WHERE d.company_id = company AND d.kind = 'employments' AND d.employee_id = i.employee_id
                         ORDER BY d.version DESC LIMIT 1) l
     CROSS JOIN LATERAL employes_sync_employment_events(l.payload::text) e
     UNION ALL
-    SELECT * FROM employes_timeline_change_events(employee_ids)
+    SELECT * FROM employes_timeline_change_events(company, employee_ids)
 $$;
-COMMENT ON FUNCTION employes_timeline_events(text[]) IS
-    'Computes the timeline events of the given employees from their latest /employments version and their detected changes.';
+COMMENT ON FUNCTION employes_timeline_events(uuid, text[]) IS
+    'Computes the timeline events of the given employees of one company from their latest /employments version and their detected changes.';
 
--- Recomputes the timeline rows of these employees (all when NULL) from their latest /employments
--- version and their detected changes, and writes only what differs.
-CREATE FUNCTION employes_timeline_refresh(employee_ids text[] DEFAULT NULL) RETURNS bigint
+-- Recomputes the timeline rows of these employees (all when NULL) of a company (every company
+-- when NULL) from their latest /employments version and their detected changes, and writes only
+-- what differs.
+CREATE FUNCTION employes_timeline_refresh(employee_ids text[] DEFAULT NULL, company uuid DEFAULT NULL)
+RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, @extschema@, pg_temp
 -- See employes_timeline_events: JIT compiling cost up to a second per call on a first sync.
 SET jit = off
 AS $$
 DECLARE
-    ids text[] := coalesce(employee_ids, ARRAY(SELECT DISTINCT r.employee_id FROM employes_raw_data r));
+    c uuid;
+    ids text[];
     n bigint;
+    total bigint := 0;
 BEGIN
-    -- A dynamic statement is planned for these ids every time: a plan cached while the tables
-    -- were small would scan everything on every call.
-    -- The stored events of these employees are read once, by one index probe per employee
-    -- (OFFSET 0 keeps the probe whatever the statistics say: on a fresh install there are none,
-    -- and a join planned for an "empty" table read the whole timeline on every call). Only what
-    -- differs is written: events whose key is gone are deleted, new keys inserted, changed ones
-    -- updated, and identical rows are left alone. Deletes touch only keys absent from the new
-    -- events and the upsert only keys present, so the two never meet.
-    EXECUTE $q$
-        WITH ev AS MATERIALIZED (
-            SELECT * FROM employes_timeline_events($1)
-        ), old AS MATERIALIZED (
-            SELECT o.*
-              FROM (SELECT DISTINCT unnest($1) AS employee_id) i
-             CROSS JOIN LATERAL (SELECT x.ctid AS row_id, x.employee_id, x.event_date, x.event_type, x.title,
-                                        x.details, x.event_key
-                                   FROM employes_timeline x WHERE x.employee_id = i.employee_id OFFSET 0) o
-        ), gone AS (
-            DELETE FROM employes_timeline t
-             WHERE t.ctid = ANY (ARRAY(
-                 SELECT old.row_id FROM old
-                  WHERE NOT EXISTS (SELECT 1 FROM ev WHERE ev.employee_id = old.employee_id AND ev.event_type = old.event_type
-                                                       AND ev.event_key = old.event_key)))
-        )
-        INSERT INTO employes_timeline AS t
-        SELECT * FROM ev
-         WHERE NOT EXISTS (SELECT 1 FROM old
-                            WHERE old.employee_id = ev.employee_id AND old.event_type = ev.event_type AND old.event_key = ev.event_key
-                              AND old.event_date = ev.event_date AND old.title = ev.title
-                              -- byte for byte (the binary equality of the *= operator): 4003 and 4003.0
-                              -- are equal jsonb, but a rebuild writes what the payload says, and
-                              -- comparing the bytes costs no conversion to text
-                              AND record_image_eq(ROW(old.details), ROW(ev.details)))
-        ON CONFLICT (employee_id, event_type, event_key)
-        DO UPDATE SET event_date = excluded.event_date, title = excluded.title, details = excluded.details
-    $q$ USING ids;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
+    FOR c IN SELECT company UNION SELECT DISTINCT r.company_id FROM employes_raw_data r WHERE company IS NULL LOOP
+        CONTINUE WHEN c IS NULL;
+        ids := coalesce(employee_ids, ARRAY(SELECT DISTINCT r.employee_id FROM employes_raw_data r WHERE r.company_id = c));
+        -- A dynamic statement is planned for these ids every time: a plan cached while the tables
+        -- were small would scan everything on every call.
+        -- The stored events of these employees are read once, by one index probe per employee
+        -- (OFFSET 0 keeps the probe whatever the statistics say: on a fresh install there are none,
+        -- and a join planned for an "empty" table read the whole timeline on every call). Only what
+        -- differs is written: events whose key is gone are deleted, new keys inserted, changed ones
+        -- updated, and identical rows are left alone. Deletes touch only keys absent from the new
+        -- events and the upsert only keys present, so the two never meet.
+        EXECUTE $q$
+            WITH ev AS MATERIALIZED (
+                SELECT * FROM employes_timeline_events($2, $1)
+            ), old AS MATERIALIZED (
+                SELECT o.*
+                  FROM (SELECT DISTINCT unnest($1) AS employee_id) i
+                 CROSS JOIN LATERAL (SELECT x.ctid AS row_id, x.employee_id, x.event_date, x.event_type, x.title,
+                                            x.details, x.event_key
+                                       FROM employes_timeline x
+                                      WHERE x.company_id = $2 AND x.employee_id = i.employee_id OFFSET 0) o
+            ), gone AS (
+                DELETE FROM employes_timeline t
+                 WHERE t.ctid = ANY (ARRAY(
+                     SELECT old.row_id FROM old
+                      WHERE NOT EXISTS (SELECT 1 FROM ev WHERE ev.employee_id = old.employee_id AND ev.event_type = old.event_type
+                                                           AND ev.event_key = old.event_key)))
+            )
+            INSERT INTO employes_timeline AS t
+            SELECT * FROM ev
+             WHERE NOT EXISTS (SELECT 1 FROM old
+                                WHERE old.employee_id = ev.employee_id AND old.event_type = ev.event_type AND old.event_key = ev.event_key
+                                  AND old.event_date = ev.event_date AND old.title = ev.title
+                                  -- byte for byte (the binary equality of the *= operator): 4003 and 4003.0
+                                  -- are equal jsonb, but a rebuild writes what the payload says, and
+                                  -- comparing the bytes costs no conversion to text
+                                  AND record_image_eq(ROW(old.details), ROW(ev.details)))
+            ON CONFLICT (company_id, employee_id, event_type, event_key)
+            DO UPDATE SET event_date = excluded.event_date, title = excluded.title, details = excluded.details
+        $q$ USING ids, c;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+    END LOOP;
+    RETURN total;
 END
 $$;
-COMMENT ON FUNCTION employes_timeline_refresh(text[]) IS
-    'Recomputes the timeline rows of the given employees (all when NULL) and writes only the differences; returns the rows inserted or updated. Syncs call it for the employees whose status changed, and for a payload whose events they cannot compute themselves.';
+COMMENT ON FUNCTION employes_timeline_refresh(text[], uuid) IS
+    'Recomputes the timeline rows of the given employees (all when NULL) of a company (every company when NULL) and writes only the differences; returns the rows inserted or updated. Syncs call it for the employees whose status changed, and for a payload whose events they cannot compute themselves.';
 
 -- Applies a change of employment events that a sync computed itself: when it writes a new
 -- /employments version, it computes the events of the old payload and of the new one with
@@ -165,9 +179,9 @@ COMMENT ON FUNCTION employes_timeline_refresh(text[]) IS
 -- keys of events to delete (gone_*) and the events to insert or update (e_*, one element per
 -- event). The stored rows are the old payload's events, so the difference is all that needs
 -- writing: a raise writes one row instead of reading and comparing the employee's whole
--- timeline. Internal: the sync worker calls it.
+-- timeline. Internal: the sync worker calls it, for one company at a time.
 CREATE FUNCTION employes_timeline_apply(
-    gone_employee text[], gone_type text[], gone_key text[],
+    company uuid, gone_employee text[], gone_type text[], gone_key text[],
     e_employee text[], e_date date[], e_type text[], e_title text[], e_details text[], e_key text[],
     e_old_wage text[], e_new_wage text[])
 RETURNS bigint
@@ -179,14 +193,14 @@ DECLARE
     deleted bigint := 0;
     written bigint;
 BEGIN
-    IF num_nulls(gone_employee, gone_type, gone_key, e_employee, e_date, e_type, e_title, e_details, e_key,
+    IF num_nulls(company, gone_employee, gone_type, gone_key, e_employee, e_date, e_type, e_title, e_details, e_key,
                  e_old_wage, e_new_wage) > 0
        OR cardinality(gone_type) <> cardinality(gone_employee) OR cardinality(gone_key) <> cardinality(gone_employee)
        OR cardinality(e_date) <> cardinality(e_employee) OR cardinality(e_type) <> cardinality(e_employee)
        OR cardinality(e_title) <> cardinality(e_employee) OR cardinality(e_details) <> cardinality(e_employee)
        OR cardinality(e_key) <> cardinality(e_employee) OR cardinality(e_old_wage) <> cardinality(e_employee)
        OR cardinality(e_new_wage) <> cardinality(e_employee) THEN
-        RAISE EXCEPTION 'employes_timeline_apply: the keys to delete and the events to write must be non-NULL arrays of one length each'
+        RAISE EXCEPTION 'employes_timeline_apply: the company, the keys to delete and the events to write must be non-NULL, the arrays of one length each'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'gone_employee, gone_type and gone_key hold one element per event to delete; e_employee to e_new_wage one per event to write.';
     END IF;
@@ -197,28 +211,29 @@ BEGIN
              SELECT x.ctid
                FROM unnest(gone_employee, gone_type, gone_key) AS g (employee_id, event_type, event_key)
               CROSS JOIN LATERAL (SELECT x.ctid FROM employes_timeline x
-                                   WHERE x.employee_id = g.employee_id AND x.event_type = g.event_type
-                                     AND x.event_key = g.event_key OFFSET 0) x));
+                                   WHERE x.company_id = company AND x.employee_id = g.employee_id
+                                     AND x.event_type = g.event_type AND x.event_key = g.event_key OFFSET 0) x));
         GET DIAGNOSTICS deleted = ROW_COUNT;
     END IF;
     INSERT INTO employes_timeline AS t
     SELECT x.employee_id, x.event_date, x.event_type, x.title,
-           employes_timeline_details(x.event_type, x.details, x.old_wage, x.new_wage), x.event_key
+           employes_timeline_details(x.event_type, x.details, x.old_wage, x.new_wage), x.event_key, company
       FROM unnest(e_employee, e_date, e_type, e_title, e_details, e_key, e_old_wage, e_new_wage)
            AS x (employee_id, event_date, event_type, title, details, event_key, old_wage, new_wage)
-    ON CONFLICT (employee_id, event_type, event_key)
+    ON CONFLICT (company_id, employee_id, event_type, event_key)
     DO UPDATE SET event_date = excluded.event_date, title = excluded.title, details = excluded.details;
     GET DIAGNOSTICS written = ROW_COUNT;
     RETURN deleted + written;
 END
 $$;
-COMMENT ON FUNCTION employes_timeline_apply(text[], text[], text[], text[], date[], text[], text[], text[], text[], text[], text[]) IS
-    'Internal: deletes the given employment events (by employee, type and key) and inserts or updates the given ones; returns the rows deleted, inserted or updated.';
+COMMENT ON FUNCTION employes_timeline_apply(uuid, text[], text[], text[], text[], date[], text[], text[], text[], text[], text[], text[]) IS
+    'Internal: deletes the given employment events (by employee, type and key) of a company and inserts or updates the given ones; returns the rows deleted, inserted or updated.';
 
 -- The only index: it finds an employee's events (a handful, sorted by date in no time) and is the
 -- upsert's arbiter. A second index on (employee_id, event_date) cost each new event another
 -- insertion into a random leaf page and answered nothing this one does not.
-CREATE UNIQUE INDEX employes_timeline_key ON employes_timeline (employee_id, event_type, event_key);
+CREATE UNIQUE INDEX employes_timeline_key ON employes_timeline (company_id, employee_id, event_type, event_key);
 
+COMMENT ON COLUMN employes_timeline.company_id IS 'The Employes company of the employee.';
 COMMENT ON TABLE employes_timeline IS
     'Events of each employee''s working life: hired, rehired, contract started/renewed/ended, salary changed (old, new, amount, percent), hours changed, terminated (from history periods) and status changed, left, restored (from detected changes). Maintained by each sync for the employees it changed (employes_timeline_refresh rebuilds it).';

@@ -27,23 +27,24 @@ SELECT r.employee_id,
        r.version,
        r.valid_from AS last_changed_at,
        r.first_session_id AS last_changed_session_id,
-       r.payload
+       r.payload,
+       r.company_id
 FROM employes_raw_data r
 WHERE r.kind = 'employee' AND r.valid_to IS NULL;
 
 COMMENT ON VIEW employes_current IS
-    'The latest state of every employee currently listed by Employes, in readable columns (wrong-typed API values read as NULL); payload holds the full record.';
+    'The latest state of every employee currently listed by Employes, in readable columns (wrong-typed API values read as NULL); payload holds the full record, company_id its company.';
 
 CREATE VIEW employes_recent_changes AS
 SELECT c.id, c.detected_at, c.effective_date, c.employee_id, n.full_name AS employee_name, c.kind, c.change_type,
-       c.field_path, c.old_value, c.new_value, c.session_id, s.source, s.triggered_by
+       c.field_path, c.old_value, c.new_value, c.session_id, s.source, s.triggered_by, c.company_id
 FROM employes_changes c
 JOIN employes_sync_sessions s ON s.id = c.session_id
 LEFT JOIN LATERAL (
     SELECT concat_ws(' ', nullif(btrim(r.payload ->> 'first_name'), ''), nullif(btrim(r.payload ->> 'surname_prefix'), ''),
                      nullif(btrim(r.payload ->> 'surname'), '')) AS full_name
     FROM employes_raw_data r
-    WHERE r.kind = 'employee' AND r.employee_id = c.employee_id
+    WHERE r.company_id = c.company_id AND r.kind = 'employee' AND r.employee_id = c.employee_id
     ORDER BY r.version DESC
     LIMIT 1
 ) n ON true

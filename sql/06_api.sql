@@ -79,7 +79,8 @@ $$;
 COMMENT ON FUNCTION employes_sync_reap_stale() IS
     'Marks queued/running sessions that have no live worker on this server as error, with the reason (employes_sync_session_stale_reason). Called by the watchdog, every trigger and every wait; does nothing on a standby or in a read-only transaction.';
 
-CREATE FUNCTION employes_sync_trigger(source text DEFAULT 'manual', triggered_by text DEFAULT NULL)
+CREATE FUNCTION employes_sync_trigger(source text DEFAULT 'manual', triggered_by text DEFAULT NULL,
+                                      company_id uuid DEFAULT NULL)
 RETURNS employes_sync_sessions
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, @extschema@, pg_temp
@@ -88,6 +89,7 @@ DECLARE
     s employes_sync_sessions;
     who text := employes_sync_trigger.triggered_by;
     src text := employes_sync_trigger.source;
+    company uuid := employes_sync_trigger.company_id;
     claims text;
     pid integer;
 BEGIN
@@ -110,6 +112,9 @@ BEGIN
         RAISE EXCEPTION 'invalid triggered_by: % characters; it must be 1 to 320 characters without control characters', length(who)
             USING ERRCODE = '22023';
     END IF;
+    IF company IS NOT NULL THEN
+        PERFORM employes_sync_check_company(company, 'sync');
+    END IF;
     IF pg_is_in_recovery() THEN
         RAISE EXCEPTION 'cannot start a sync: this server is a read-only standby, and syncs run on the primary'
             USING ERRCODE = '25006',
@@ -119,6 +124,9 @@ BEGIN
         RAISE EXCEPTION 'cannot start a sync in a read-only transaction'
             USING ERRCODE = '25006', HINT = 'over PostgREST, call /rpc/employes_sync_trigger with POST, not GET';
     END IF;
+
+    -- The company of employes_sync.company_id is one of the companies to sync (0.1.0's setup).
+    PERFORM employes_sync_register_setting_company();
 
     -- Fast path: a live session is running, so join it without queueing behind the lock.
     SELECT * INTO s FROM employes_sync_sessions ss
@@ -139,8 +147,8 @@ BEGIN
         RETURN s;
     END IF;
 
-    INSERT INTO employes_sync_sessions (source, triggered_by, requested_xid, worker_instance)
-    VALUES (src, who, pg_current_xact_id(), employes_sync_instance())
+    INSERT INTO employes_sync_sessions (source, triggered_by, requested_xid, worker_instance, requested_company)
+    VALUES (src, who, pg_current_xact_id(), employes_sync_instance(), company)
     RETURNING * INTO s;
     INSERT INTO employes_sync_logs (session_id, level, step, message, details)
     VALUES (s.id, 'info', 'trigger', format('queued by %s (%s)', who, src), jsonb_build_object('source', src, 'triggered_by', who));
@@ -161,8 +169,8 @@ BEGIN
     RETURN s;
 END
 $$;
-COMMENT ON FUNCTION employes_sync_trigger(text, text) IS
-    'Starts a sync in a background worker and returns its session at once. source: manual, scheduler, api or webhook. triggered_by defaults to the PostgREST JWT email claim, else the role. If a sync is already queued or running, returns that session (with a NOTICE). SQLSTATE 22023 for a bad argument, 25006 on a standby or in a read-only transaction.';
+COMMENT ON FUNCTION employes_sync_trigger(text, text, uuid) IS
+    'Starts a sync in a background worker and returns its session at once: of every enabled company, or of company_id alone. source: manual, scheduler, api or webhook. triggered_by defaults to the PostgREST JWT email claim, else the role. If a sync is already queued or running, returns that session (with a NOTICE). SQLSTATE 22023 for a bad argument or an unknown or removed company, PT409 for a paused one, 25006 on a standby or in a read-only transaction.';
 
 CREATE FUNCTION employes_sync_wait(session_id uuid, timeout_seconds integer DEFAULT 600)
 RETURNS employes_sync_sessions
@@ -249,25 +257,42 @@ $$;
 COMMENT ON FUNCTION employes_sync_cancel(uuid) IS
     'Asks a queued or running sync to stop at the next page boundary; it ends as cancelled, with nothing half-applied and no deletions. SQLSTATE PT409 (HTTP 409 over PostgREST) when the session has already ended, 22023 for NULL or an unknown id, 25006 on a standby.';
 
-CREATE FUNCTION employes_employee_as_of(employee_id text, at timestamptz DEFAULT now())
+CREATE FUNCTION employes_employee_as_of(employee_id text, at timestamptz DEFAULT now(), company_id uuid DEFAULT NULL)
 RETURNS jsonb
-LANGUAGE sql STABLE STRICT
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
-    SELECT r.payload
+DECLARE
+    companies uuid[];
+    record jsonb;
+BEGIN
+    IF employee_id IS NULL OR at IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT array_agg(DISTINCT r.company_id) INTO companies
       FROM employes_raw_data r
-     WHERE r.kind = 'employee' AND r.employee_id = $1
-       AND r.valid_from <= $2 AND (r.valid_to IS NULL OR r.valid_to > $2)
+     WHERE r.kind = 'employee' AND r.employee_id = employes_employee_as_of.employee_id
+       AND (employes_employee_as_of.company_id IS NULL OR r.company_id = employes_employee_as_of.company_id);
+    IF cardinality(companies) > 1 THEN
+        RAISE EXCEPTION 'employee % exists in % companies', employee_id, cardinality(companies)
+            USING ERRCODE = '21000', HINT = 'give company_id: employes_employee_as_of(employee_id, at, company_id)';
+    END IF;
+    SELECT r.payload INTO record
+      FROM employes_raw_data r
+     WHERE r.company_id = companies[1] AND r.kind = 'employee' AND r.employee_id = employes_employee_as_of.employee_id
+       AND r.valid_from <= at AND (r.valid_to IS NULL OR r.valid_to > at);
+    RETURN record;
+END
 $$;
-COMMENT ON FUNCTION employes_employee_as_of(text, timestamptz) IS
-    'The employee record as we knew it at that moment; NULL before we first saw the employee or while deleted.';
+COMMENT ON FUNCTION employes_employee_as_of(text, timestamptz, uuid) IS
+    'The employee record as we knew it at that moment; NULL before we first saw the employee or while deleted. company_id may be left out unless the id exists in several companies (SQLSTATE 21000).';
 
 -- Nothing for PUBLIC: grants are given explicitly (see README, "Security and grants").
 REVOKE ALL ON FUNCTION employes_sync_instance() FROM PUBLIC;
 REVOKE ALL ON FUNCTION employes_sync_session_stale_reason(text, integer, text, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION employes_sync_reap_stale() FROM PUBLIC;
-REVOKE ALL ON FUNCTION employes_sync_trigger(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION employes_sync_trigger(text, text, uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION employes_sync_wait(uuid, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION employes_sync_cancel(uuid) FROM PUBLIC;
-REVOKE ALL ON FUNCTION employes_employee_as_of(text, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION employes_employee_as_of(text, timestamptz, uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION employes_sync_launch_worker(uuid, text) FROM PUBLIC;

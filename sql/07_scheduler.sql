@@ -35,7 +35,7 @@ BEGIN
     END IF;
 
     SELECT pronamespace::regnamespace::text INTO ext_schema
-      FROM pg_proc WHERE oid = 'employes_sync_trigger(text, text)'::regprocedure;
+      FROM pg_proc WHERE oid = 'employes_sync_trigger(text, text, uuid)'::regprocedure;
     -- Schema-qualified: pg_cron runs the command with the default search_path.
     command := format('SELECT %s.employes_sync_trigger(%L, %L)', ext_schema, 'scheduler', 'system');
 
@@ -136,7 +136,7 @@ BEGIN
     out := out || jsonb_build_object('available', true);
 
     SELECT pronamespace::regnamespace::text INTO ext_schema
-      FROM pg_proc WHERE oid = 'employes_sync_trigger(text, text)'::regprocedure;
+      FROM pg_proc WHERE oid = 'employes_sync_trigger(text, text, uuid)'::regprocedure;
     command := format('SELECT %s.employes_sync_trigger(%L, %L)', ext_schema, 'scheduler', 'system');
 
     -- Ours first (the functions run as the extension owner, who owns the job).
@@ -294,13 +294,23 @@ BEGIN
         'last_success_at', last_success,
         'running_session', running_json,
         'outdated_after_seconds', extract(epoch FROM max_age)::bigint,
+        'companies', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                          'company_id', c.company_id, 'name', c.name, 'enabled', c.enabled,
+                          'has_own_token', c.has_own_token,
+                          'employees_synced', (SELECT count(*) FROM employes_raw_data r
+                                                WHERE r.company_id = c.company_id AND r.kind = 'employee' AND r.valid_to IS NULL),
+                          'last_session_id', c.last_session_id, 'last_status', c.last_status,
+                          'last_completed_at', c.last_completed_at,
+                          'last_error', employes_sync_mask_settings(c.last_error))
+                          ORDER BY c.added_at, c.company_id), '[]'::jsonb)
+                        FROM employes_sync_companies c WHERE NOT c.removed),
         'employees_synced', (SELECT count(*) FROM employes_raw_data WHERE kind = 'employee' AND valid_to IS NULL),
         'changes_24h', (SELECT count(*) FROM employes_changes WHERE detected_at > clock_timestamp() - interval '24 hours'),
         'scheduler', scheduler);
 END
 $$;
 COMMENT ON FUNCTION employes_sync_status() IS
-    'Everything a "Sync now" panel shows, as jsonb: state (never, syncing, current, outdated = last completed sync older than the schedule''s interval or 6 hours when unscheduled, error = the last sync that ran to an end failed or was partial), standby, last_session (worker_gone: ended because its worker is gone, not yet recorded), last_success_at, running_session with progress_percent, employees_synced, changes_24h, scheduler (employes_sync_scheduler_status()). Reads only: works in a read-only transaction and on a standby.';
+    'Everything a "Sync now" panel shows, as jsonb: state (never, syncing, current, outdated = last completed sync older than the schedule''s interval or 6 hours when unscheduled, error = the last sync that ran to an end failed or was partial), standby, last_session (worker_gone: ended because its worker is gone, not yet recorded), last_success_at, running_session with progress_percent, companies (each with its last sync''s status and error), employees_synced, changes_24h, scheduler (employes_sync_scheduler_status()). Reads only: works in a read-only transaction and on a standby.';
 
 COMMENT ON FUNCTION employes_sync_cron_check(text) IS
     'Validates a 5-field cron expression as pg_cron 1.4 runs it and returns it normalised; SQLSTATE 22023 saying what is wrong.';

@@ -169,14 +169,16 @@ mod tests {
     }
 
     /// A table or sequence of the extension that pg_dump left out would lose its rows in a
-    /// restore: every one is registered, whatever is added later.
+    /// restore: every one is registered, whatever is added later, but the companies' tokens,
+    /// which a dump must never carry.
     #[pg_test]
-    fn every_table_and_sequence_is_in_a_dump() {
+    fn every_table_and_sequence_is_in_a_dump_but_the_tokens() {
         let (members, dumped): (Option<String>, Option<String>) = Spi::get_two(
             "SELECT (SELECT string_agg(d.objid::regclass::text, ' ' ORDER BY d.objid::regclass::text)
                        FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
                       WHERE d.refclassid = 'pg_extension'::regclass AND d.classid = 'pg_class'::regclass
                         AND d.deptype = 'e' AND c.relkind IN ('r', 'S')
+                        AND d.objid <> 'employes_sync_company_tokens'::regclass
                         AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'employes_sync')),
                     (SELECT string_agg(c::regclass::text, ' ' ORDER BY c::regclass::text)
                        FROM pg_extension e, unnest(e.extconfig) c WHERE e.extname = 'employes_sync')",
@@ -186,7 +188,8 @@ mod tests {
             dumped.as_deref(),
             Some(
                 "employes_changes employes_changes_id_seq employes_raw_data employes_raw_data_id_seq \
-                 employes_sync_logs employes_sync_logs_id_seq employes_sync_sessions employes_timeline"
+                 employes_sync_company_settings employes_sync_logs employes_sync_logs_id_seq \
+                 employes_sync_session_companies employes_sync_sessions employes_timeline"
             )
         );
         assert_eq!(members, dumped);
@@ -231,6 +234,51 @@ mod tests {
     )]
     fn employment_events_reject_text_that_is_not_json() {
         Spi::run("SELECT * FROM employes_sync_employment_events('{\"data\": [}')").unwrap();
+    }
+
+    /// The same employee id in two companies (version 1 of each, a day ago).
+    fn e1_in_two_companies() -> &'static str {
+        let s = crate::testing::session();
+        let other = "0c3d7b12-0000-4000-8000-000000000002";
+        for (company, name) in [(crate::testing::COMPANY, "Anna"), (other, "Bram")] {
+            Spi::run_with_args(
+                "INSERT INTO employes_raw_data (kind, employee_id, payload, content_hash, version, valid_from,
+                                                first_session_id, company_id)
+                 VALUES ('employee', 'e1', jsonb_build_object('id', 'e1', 'first_name', $1::text), repeat('a', 64), 1,
+                         now() - interval '1 day', $2::uuid, $3::uuid)",
+                &[name.into(), s.clone().into(), company.into()],
+            )
+            .unwrap();
+        }
+        other
+    }
+
+    /// Employee ids are unique per company, not globally: the same id in two companies is two
+    /// employees, each under its company.
+    #[pg_test]
+    fn the_same_employee_id_in_two_companies_is_two_employees() {
+        let other = e1_in_two_companies();
+        let named = |company: &str| {
+            Spi::get_one_with_args::<String>(
+                "SELECT employes_employee_as_of('e1', now(), $1::uuid) ->> 'first_name'",
+                &[company.into()],
+            )
+            .unwrap()
+        };
+        assert_eq!(named(crate::testing::COMPANY).as_deref(), Some("Anna"));
+        assert_eq!(named(other).as_deref(), Some("Bram"));
+        let current = Spi::get_one::<i64>(
+            "SELECT count(DISTINCT company_id) FROM employes_current WHERE employee_id = 'e1'",
+        )
+        .unwrap();
+        assert_eq!(current, Some(2));
+    }
+
+    /// Without a company, `employes_employee_as_of` asks which one rather than pick.
+    #[pg_test(error = "employee e1 exists in 2 companies")]
+    fn as_of_an_id_of_two_companies_needs_the_company() {
+        e1_in_two_companies();
+        Spi::run("SELECT employes_employee_as_of('e1')").unwrap();
     }
 
     #[pg_test]

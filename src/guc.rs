@@ -23,6 +23,7 @@ pub static CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(4);
 pub static PER_PAGE: GucSetting<i32> = GucSetting::<i32>::new(100);
 pub static LOG_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
 pub static RETRY_AFTER_MAX_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(300);
+pub static THROTTLE_MAX_WAIT_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(600);
 
 pub fn init() {
     unsafe {
@@ -86,13 +87,14 @@ pub fn init() {
         i32,
         GucFlags,
     );
-    let ints: [IntGuc; 7] = [
+    let ints: [IntGuc; 8] = [
         (c"employes_sync.connect_timeout_ms", c"Timeout to connect to the API.", &CONNECT_TIMEOUT_MS, 100, 600_000, GucFlags::UNIT_MS),
         (c"employes_sync.request_timeout_ms", c"Timeout of one API request, body included.", &REQUEST_TIMEOUT_MS, 100, 3_600_000, GucFlags::UNIT_MS),
         (c"employes_sync.max_retries", c"Retries of a request after 429, 5xx, timeouts and resets.", &MAX_RETRIES, 0, 20, GucFlags::default()),
         (c"employes_sync.concurrency", c"HTTP connections used in parallel (always within requests_per_second).", &CONCURRENCY, 1, 32, GucFlags::default()),
         (c"employes_sync.per_page", c"Employees per list page requested (the API caps it at 100).", &PER_PAGE, 1, 100, GucFlags::default()),
         (c"employes_sync.retry_after_max_seconds", c"Longest wait a 429's Retry-After (seconds or an HTTP date) is honoured for; a longer one is cut to this.", &RETRY_AFTER_MAX_SECONDS, 1, 86_400, GucFlags::UNIT_S),
+        (c"employes_sync.throttle_max_wait_seconds", c"Longest a request waits in all on 429s: throttling does not use up max_retries, this bounds it instead.", &THROTTLE_MAX_WAIT_SECONDS, 1, 86_400, GucFlags::UNIT_S),
         (c"employes_sync.log_retention_days", c"Days employes_sync_logs rows are kept (0 = forever); history tables are never pruned.", &LOG_RETENTION_DAYS, 0, 36_500, GucFlags::default()),
     ];
     for (name, short, setting, min, max, flags) in ints {
@@ -132,6 +134,7 @@ pub fn client_config() -> ClientConfig {
         max_retries: MAX_RETRIES.get() as u32,
         per_page: PER_PAGE.get() as u32,
         retry_after_max: std::time::Duration::from_secs(RETRY_AFTER_MAX_SECONDS.get() as u64),
+        throttle_max: std::time::Duration::from_secs(THROTTLE_MAX_WAIT_SECONDS.get() as u64),
         ..ClientConfig::default()
     }
 }
@@ -209,11 +212,14 @@ unsafe extern "C-unwind" fn show_token() -> *const c_char {
 
 static mut PREV_EMIT_LOG_HOOK: pg_sys::emit_log_hook_type = None;
 
-/// Keeps the token out of the server log. PostgreSQL itself logs `parameter "..." changed to
-/// "<value>"` in the postmaster when a reload changes a setting, and `log_statement` logs an
-/// `ALTER SYSTEM SET employes_sync.api_token = ...` verbatim: the hook (installed from
-/// `shared_preload_libraries`, so it runs in the postmaster too) masks the current token in every
-/// message and detail, and hides the statement of a report that contained it.
+/// Keeps tokens out of the server log. PostgreSQL itself logs `parameter "..." changed to
+/// "<value>"` in the postmaster when a reload changes a setting, and `log_statement` (or
+/// `log_min_duration_statement`) logs an `ALTER SYSTEM SET employes_sync.api_token = ...` or a
+/// `SELECT employes_sync_add_company(..., '<token>')` verbatim, with the values of its
+/// parameters in the detail. The hook (installed from `shared_preload_libraries`, so it runs in
+/// the postmaster too) masks the setting's token in every message and detail, and of a statement
+/// that may carry a token (one naming the setting or a function that takes a company's token)
+/// hides the text, its parameters and the `STATEMENT:` line of any report about it.
 pub fn install_log_redaction() {
     unsafe {
         PREV_EMIT_LOG_HOOK = pg_sys::emit_log_hook;
@@ -221,24 +227,54 @@ pub fn install_log_redaction() {
     }
 }
 
-unsafe fn redact_field(field: *mut *mut c_char, token: &str) -> bool {
+/// What a statement that may carry a token names.
+const CARRIES_TOKEN: [&str; 3] = [
+    "employes_sync.api_token",
+    "employes_sync_add_company",
+    "employes_sync_set_company_token",
+];
+
+fn carries_token(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    CARRIES_TOKEN.iter().any(|m| lower.contains(m))
+}
+
+/// A message that logs a statement's text: `statement: ...`, `execute <name>: ...`,
+/// `duration: ... ms  statement: ...`, `duration: ... ms  execute ...`, `parse/bind ...`.
+fn logs_statement(text: &str) -> bool {
+    let after_duration = text
+        .strip_prefix("duration: ")
+        .and_then(|t| t.split_once("  ").map(|(_, rest)| rest))
+        .unwrap_or(text);
+    ["statement: ", "execute ", "parse ", "bind "]
+        .iter()
+        .any(|p| after_duration.starts_with(p))
+}
+
+/// The masked text of one message field, or None to leave it as it is.
+fn redacted(text: &str, token: &str, secret_statement: bool) -> Option<String> {
+    let about_setting = text.contains("employes_sync.api_token");
+    if about_setting && text.starts_with("parameter ") && text.contains("changed to") {
+        return Some("parameter \"employes_sync.api_token\" changed to \"********\"".to_owned());
+    }
+    if logs_statement(text) && (secret_statement || carries_token(text) || text.contains(token)) {
+        return Some("statement: (not logged: it may carry an Employes API token)".to_owned());
+    }
+    if secret_statement && text.starts_with("parameters: ") {
+        return Some("parameters: (not logged: they may carry an Employes API token)".to_owned());
+    }
+    text.contains(token)
+        .then(|| text.replace(token, "********"))
+}
+
+unsafe fn redact_field(field: *mut *mut c_char, token: &str, secret_statement: bool) -> bool {
     unsafe {
         if field.is_null() || (*field).is_null() {
             return false;
         }
         let text = CStr::from_ptr(*field).to_string_lossy();
-        let about_token = text.contains("employes_sync.api_token");
-        let statement =
-            about_token && (text.starts_with("statement: ") || text.starts_with("execute "));
-        if !(text.contains(token) || statement || about_token && text.contains("changed to")) {
+        let Some(masked) = redacted(&text, token, secret_statement) else {
             return false;
-        }
-        let masked = if about_token && text.starts_with("parameter ") {
-            "parameter \"employes_sync.api_token\" changed to \"********\"".to_owned()
-        } else if statement {
-            "statement: (not logged: it mentions employes_sync.api_token)".to_owned()
-        } else {
-            text.replace(token, "********")
         };
         let masked = CString::new(masked).unwrap_or_default();
         *field = pg_sys::pstrdup(masked.as_ptr());
@@ -257,11 +293,12 @@ unsafe extern "C-unwind" fn redact_token_in_log(edata: *mut pg_sys::ErrorData) {
             } else {
                 "\0".to_owned()
             };
-            let mut hit = redact_field(&mut (*edata).message, &token);
-            hit |= redact_field(&mut (*edata).detail, &token);
-            hit |= redact_field(&mut (*edata).detail_log, &token);
-            hit |= redact_field(&mut (*edata).context, &token);
-            if hit || debug_query_mentions(&token) {
+            let secret = debug_query_mentions(&token);
+            let mut hit = redact_field(&mut (*edata).message, &token, secret);
+            hit |= redact_field(&mut (*edata).detail, &token, secret);
+            hit |= redact_field(&mut (*edata).detail_log, &token, secret);
+            hit |= redact_field(&mut (*edata).context, &token, secret);
+            if hit || secret {
                 (*edata).hide_stmt = true;
             }
         }
@@ -271,18 +308,59 @@ unsafe extern "C-unwind" fn redact_token_in_log(edata: *mut pg_sys::ErrorData) {
     }
 }
 
+/// Whether the statement being run may carry a token.
 unsafe fn debug_query_mentions(token: &str) -> bool {
     unsafe {
         let q = pg_sys::debug_query_string;
         !q.is_null() && {
             let q = CStr::from_ptr(q).to_string_lossy();
-            q.contains(token) || q.contains("employes_sync.api_token")
+            q.contains(token) || carries_token(&q)
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::redacted;
+
+    #[test]
+    fn statements_that_may_carry_a_token_are_not_logged() {
+        let hidden = Some("statement: (not logged: it may carry an Employes API token)".to_owned());
+        for text in [
+            "statement: SELECT employes_sync_add_company('5f1c6a4e-1c1f-4b8e-9a53-2b7d3f0e9a11', 'A', 'tok-123456')",
+            "statement: select EMPLOYES_SYNC_SET_COMPANY_TOKEN($1, $2)",
+            "execute <unnamed>: SELECT employes_sync_add_company($1, $2, $3)",
+            "duration: 1.234 ms  statement: ALTER SYSTEM SET employes_sync.api_token = 'abc'",
+            "duration: 0.5 ms  execute s1: SELECT employes_sync_set_company_token($1, $2)",
+            "statement: SELECT 'the-setting-token'",
+        ] {
+            assert_eq!(redacted(text, "the-setting-token", false), hidden, "{text}");
+        }
+        assert_eq!(
+            redacted("parameters: $1 = 'x', $2 = 'tok-123456'", "zzzz", true).as_deref(),
+            Some("parameters: (not logged: they may carry an Employes API token)")
+        );
+        // Anything else is left alone, but for the setting's token.
+        assert_eq!(
+            redacted("statement: SELECT employes_sync_trigger()", "zzzz", false),
+            None
+        );
+        assert_eq!(redacted("parameters: $1 = 'x'", "zzzz", false), None);
+        assert_eq!(
+            redacted("could not connect with abcd-tok", "abcd-tok", false).as_deref(),
+            Some("could not connect with ********")
+        );
+        assert_eq!(
+            redacted(
+                "parameter \"employes_sync.api_token\" changed to \"s3cret\"",
+                "zz\0",
+                false
+            )
+            .as_deref(),
+            Some("parameter \"employes_sync.api_token\" changed to \"********\"")
+        );
+    }
+
     #[test]
     fn uuids_are_recognised() {
         assert!(super::is_uuid("5f1c6a4e-1c1f-4b8e-9a53-2b7d3f0e9a11"));

@@ -61,9 +61,14 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!(
-    "../sql/08_privileges.sql",
-    name = "privileges",
+    "../sql/08_companies.sql",
+    name = "companies",
     requires = ["scheduler"]
+);
+extension_sql_file!(
+    "../sql/09_privileges.sql",
+    name = "privileges",
+    requires = ["companies"]
 );
 
 #[pg_guard]

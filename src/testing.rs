@@ -2,7 +2,18 @@
 
 use pgrx::prelude::*;
 
+/// The company of the rows a test writes.
+pub(crate) const COMPANY: &str = "5f1c6a4e-1c1f-4b8e-9a53-2b7d3f0e9a11";
+
+/// A completed session to write rows for; the history tables' company_id defaults to
+/// [`COMPANY`] in the test's transaction, so its rows need not name one.
 pub(crate) fn session() -> String {
+    for table in ["employes_raw_data", "employes_changes", "employes_timeline"] {
+        Spi::run(&format!(
+            "ALTER TABLE {table} ALTER COLUMN company_id SET DEFAULT '{COMPANY}'"
+        ))
+        .unwrap();
+    }
     Spi::get_one::<String>(
         "INSERT INTO employes_sync_sessions (source, triggered_by, status, completed_at)
          VALUES ('manual', 'test', 'completed', now()) RETURNING id::text",

@@ -211,6 +211,7 @@ fn reset_db(c: &mut Client) {
         "DELETE FROM employes_changes",
         "DELETE FROM employes_raw_data",
         "DELETE FROM employes_sync_logs",
+        "DELETE FROM employes_sync_session_companies",
         "DELETE FROM employes_sync_sessions",
         "RESET session_replication_role",
         "DELETE FROM employes_timeline",

@@ -238,6 +238,8 @@ fn a_429_storm_is_waited_out_with_retry_after_and_counted() {
         endpoint: Endpoint::Employments,
         page: None,
         employee_ids: None,
+        company_id: None,
+        every: None,
         skip: 3,
         count: Some(3),
         action: FaultAction::Status {
@@ -259,12 +261,102 @@ fn a_429_storm_is_waited_out_with_retry_after_and_counted() {
 }
 
 #[test]
+fn throttling_does_not_use_up_the_retries_of_failures() {
+    // max_retries is 3: one request answered 429 six times in a row, then 200, still completes;
+    // and so does a run where every 3rd request is throttled and every 7th fails with 503.
+    let sim = start(30, 0.0);
+    let id = sim.listed_employee_ids()[4].clone();
+    sim.set_faults(vec![FaultRule {
+        endpoint: Endpoint::Employments,
+        page: None,
+        employee_ids: Some(vec![id]),
+        company_id: None,
+        every: None,
+        skip: 0,
+        count: Some(6),
+        action: FaultAction::Status {
+            status: 429,
+            body: None,
+            retry_after: None,
+        },
+    }]);
+    let mut store = MemStore::default();
+    let out = run_sync(&client(&sim, 0.0), &mut store, opts());
+    assert_eq!(out.status, FinalStatus::Completed, "{out:?}");
+    assert_eq!(out.progress.retries, 6);
+
+    let sim = start(130, 0.0);
+    let rule = |every: u32, status: u16| FaultRule {
+        endpoint: Endpoint::Any,
+        page: None,
+        employee_ids: None,
+        company_id: None,
+        every: Some(every),
+        skip: 0,
+        count: None,
+        action: FaultAction::Status {
+            status,
+            body: None,
+            retry_after: (status == 429).then_some(0),
+        },
+    };
+    sim.set_faults(vec![rule(3, 429), rule(7, 503)]);
+    let mut store = MemStore::default();
+    // Five retries of failures, as by default: six 503s in a row for one request (1 in 7^5 for
+    // each failed one, as the parallel requests interleave) stays out of reach.
+    let c = Client::new(ClientConfig {
+        max_retries: 5,
+        ..client(&sim, 0.0).config().clone()
+    })
+    .unwrap();
+    let out = run_sync(&c, &mut store, opts());
+    assert_eq!(out.status, FinalStatus::Completed, "{out:?}");
+    assert_eq!(out.progress.errors, 0);
+    assert_eq!(out.progress.versions_written, 260);
+}
+
+#[test]
+fn throttling_is_bounded_by_time() {
+    let sim = start(5, 0.0);
+    sim.set_faults(vec![FaultRule {
+        endpoint: Endpoint::List,
+        page: None,
+        employee_ids: None,
+        company_id: None,
+        every: None,
+        skip: 0,
+        count: None,
+        action: FaultAction::Status {
+            status: 429,
+            body: None,
+            retry_after: Some(0),
+        },
+    }]);
+    let c = Client::new(ClientConfig {
+        throttle_max: Duration::from_millis(300),
+        ..client(&sim, 0.0).config().clone()
+    })
+    .unwrap();
+    let mut store = MemStore::default();
+    let t = Instant::now();
+    let out = run_sync(&c, &mut store, opts());
+    assert_ne!(out.status, FinalStatus::Completed, "{out:?}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(
+        out.progress.retries > 3,
+        "throttled more times than max_retries: {out:?}"
+    );
+}
+
+#[test]
 fn unauthorized_stops_the_sync_at_once() {
     let sim = start(120, 0.0);
     sim.set_faults(vec![FaultRule {
         endpoint: Endpoint::Any,
         page: None,
         employee_ids: None,
+        company_id: None,
+        every: None,
         skip: 5,
         count: None,
         action: FaultAction::Status {
@@ -297,6 +389,8 @@ fn an_incomplete_snapshot_deletes_nobody() {
         endpoint: Endpoint::List,
         page: Some(2),
         employee_ids: None,
+        company_id: None,
+        every: None,
         skip: 0,
         count: None,
         action: FaultAction::Status {
@@ -330,6 +424,8 @@ fn a_lying_total_or_duplicate_ids_make_the_snapshot_incomplete() {
         endpoint: Endpoint::List,
         page: Some(1),
         employee_ids: None,
+        company_id: None,
+        every: None,
         skip: 0,
         count: None,
         action: FaultAction::Body {

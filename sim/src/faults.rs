@@ -60,6 +60,13 @@ pub struct FaultRule {
     /// Only detail/employments requests for these employee ids.
     #[serde(default)]
     pub employee_ids: Option<Vec<String>>,
+    /// Only requests for this company.
+    #[serde(default)]
+    pub company_id: Option<String>,
+    /// Inside the window, only every n-th matching request (the n-th, 2n-th, ...); the others
+    /// pass. `None` or 1: every one.
+    #[serde(default)]
+    pub every: Option<u32>,
     /// Let this many matching requests pass first.
     #[serde(default)]
     pub skip: u32,
@@ -72,6 +79,7 @@ pub struct FaultRule {
 /// The request as the fault rules see it.
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {
+    pub company_id: &'a str,
     pub endpoint: Option<Endpoint>,
     pub page: Option<u32>,
     pub employee_id: Option<&'a str>,
@@ -92,7 +100,8 @@ impl FaultRule {
             (Some(ids), Some(id)) => ids.iter().any(|x| x == id),
             (Some(_), None) => false,
         };
-        endpoint_ok && page_ok && ids_ok
+        let company_ok = self.company_id.as_deref().is_none_or(|c| c == t.company_id);
+        endpoint_ok && page_ok && ids_ok && company_ok
     }
 }
 
@@ -121,7 +130,10 @@ impl Faults {
             let n = *seen;
             *seen = seen.saturating_add(1);
             let in_window = n >= rule.skip && rule.count.is_none_or(|c| n - rule.skip < c);
-            if in_window {
+            let chosen = rule
+                .every
+                .is_none_or(|e| e <= 1 || (n - rule.skip + 1) % e == 0);
+            if in_window && chosen {
                 return Some(rule.action.clone());
             }
         }
@@ -135,6 +147,7 @@ mod tests {
 
     fn list(page: u32) -> Target<'static> {
         Target {
+            company_id: "c",
             endpoint: Some(Endpoint::List),
             page: Some(page),
             employee_id: None,
@@ -163,5 +176,35 @@ mod tests {
         f.set(vec![rule]);
         assert!(f.check(&list(1)).is_none());
         assert_eq!(f.check(&list(2)), Some(FaultAction::MalformedJson));
+    }
+
+    #[test]
+    fn every_nth_inside_the_window() {
+        let rules: Vec<FaultRule> = serde_json::from_str(
+            r#"[{"endpoint":"any","every":3,"action":{"type":"status","status":503}},
+                {"endpoint":"any","every":2,"action":{"type":"reset"}}]"#,
+        )
+        .unwrap();
+        let mut f = Faults::default();
+        f.set(rules);
+        let got: Vec<Option<FaultAction>> = (0..6).map(|_| f.check(&list(1))).collect();
+        let s503 = FaultAction::Status {
+            status: 503,
+            body: None,
+            retry_after: None,
+        };
+        // 503 on the 3rd and 6th; the second rule counts what the first lets pass (1, 2, 4, 5)
+        // and resets every second of those.
+        assert_eq!(
+            got,
+            [
+                None,
+                Some(FaultAction::Reset),
+                Some(s503.clone()),
+                None,
+                Some(FaultAction::Reset),
+                Some(s503),
+            ]
+        );
     }
 }

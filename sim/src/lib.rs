@@ -56,6 +56,9 @@ pub struct SimConfig {
     pub default_per_page: usize,
     /// A dataset (the `dump` format) to serve instead of a generated one.
     pub data: Option<Value>,
+    /// How many companies (administrations) the account has: each its own employees, from its
+    /// own seed (`seed + k`), under its own id ([`company_id_of`]). The first is `company_id`.
+    pub companies: usize,
 }
 
 impl Default for SimConfig {
@@ -73,6 +76,7 @@ impl Default for SimConfig {
             start_date: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap_or_default(),
             default_per_page: 25,
             data: None,
+            companies: 1,
         }
     }
 }
@@ -80,6 +84,15 @@ impl Default for SimConfig {
 /// The generated dataset, in the `dump`/`load` format.
 pub fn generate(employees: usize, seed: u64, start_date: NaiveDate, company_id: &str) -> Value {
     data::generate_dataset(employees, seed, start_date, company_id).to_json()
+}
+
+/// The id of the `k`-th company of an account whose first company is `first`: its last four
+/// hex digits replaced by `k` (the first company is `first` itself).
+pub fn company_id_of(first: &str, k: usize) -> String {
+    if k == 0 || first.len() < 4 {
+        return first.to_owned();
+    }
+    format!("{}{:04x}", &first[..first.len() - 4], k % 0x10000)
 }
 
 pub(crate) struct State {
@@ -95,6 +108,10 @@ pub(crate) struct Shared {
     pub seed: u64,
     pub default_per_page: usize,
     pub state: Mutex<State>,
+    /// The account's other companies, in order (company 1, 2, ...).
+    pub others: Mutex<Vec<State>>,
+    /// Companies that accept a token of their own instead of `token`.
+    pub company_tokens: Mutex<std::collections::HashMap<String, String>>,
     pub limiter: Mutex<TokenBucket>,
     pub rps: Mutex<f64>,
     pub latency: Mutex<(u64, u64)>,
@@ -112,11 +129,25 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// One month on for every company; the first company's report.
     pub fn advance(&self, opts: &AdvanceOptions) -> StepReport {
+        self.advance_all(opts).remove(0)
+    }
+
+    /// One month on for every company; each company's report, in order.
+    pub fn advance_all(&self, opts: &AdvanceOptions) -> Vec<StepReport> {
+        let mut reports = Vec::new();
         let mut st = lock(&self.state);
         st.step += 1;
         let step = st.step;
-        advance::advance(&mut st.ds, self.seed, step, opts)
+        reports.push(advance::advance(&mut st.ds, self.seed, step, opts));
+        for (k, other) in lock(&self.others).iter_mut().enumerate() {
+            other.step += 1;
+            let step = other.step;
+            let seed = self.seed.wrapping_add(k as u64 + 1);
+            reports.push(advance::advance(&mut other.ds, seed, step, opts));
+        }
+        reports
     }
 
     pub fn reset(&self) {
@@ -124,6 +155,10 @@ impl Shared {
             let mut st = lock(&self.state);
             st.ds = st.initial.clone();
             st.step = 0;
+            for other in lock(&self.others).iter_mut() {
+                other.ds = other.initial.clone();
+                other.step = 0;
+            }
         }
         lock(&self.stats).reset();
         lock(&self.faults).set(Vec::new());
@@ -163,6 +198,18 @@ impl Sim {
                 data::generate_dataset(cfg.employees, cfg.seed, cfg.start_date, &cfg.company_id)
             }
         };
+        let others = (1..cfg.companies.max(1))
+            .map(|k| {
+                let id = company_id_of(&cfg.company_id, k);
+                let seed = cfg.seed.wrapping_add(k as u64);
+                let ds = data::generate_dataset(cfg.employees, seed, cfg.start_date, &id);
+                State {
+                    ds: ds.clone(),
+                    initial: ds,
+                    step: 0,
+                }
+            })
+            .collect();
         let listener = TcpListener::bind((cfg.bind, cfg.port))?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -174,6 +221,8 @@ impl Sim {
                 initial,
                 step: 0,
             }),
+            others: Mutex::new(others),
+            company_tokens: Mutex::new(Default::default()),
             limiter: Mutex::new(TokenBucket::new(cfg.rps)),
             rps: Mutex::new(cfg.rps),
             latency: Mutex::new((cfg.latency_ms, cfg.jitter_ms)),
@@ -209,6 +258,27 @@ impl Sim {
 
     pub fn token(&self) -> String {
         self.shared.token.clone()
+    }
+
+    /// Every company of the account, the first one first.
+    pub fn company_ids(&self) -> Vec<String> {
+        let mut ids = vec![self.company_id()];
+        ids.extend(
+            lock(&self.shared.others)
+                .iter()
+                .map(|o| o.ds.company_id.clone()),
+        );
+        ids
+    }
+
+    /// From now on this company accepts `token` only (instead of the account's token).
+    pub fn set_company_token(&self, company_id: &str, token: &str) {
+        lock(&self.shared.company_tokens).insert(company_id.to_owned(), token.to_owned());
+    }
+
+    /// One month on for every company: each company's report, in order.
+    pub fn advance_all_with(&self, opts: AdvanceOptions) -> Vec<StepReport> {
+        self.shared.advance_all(&opts)
     }
 
     /// One month on with the default number of events.
@@ -275,16 +345,18 @@ impl Sim {
 
     /// Ids of the employees the list currently serves, in list order.
     pub fn listed_employee_ids(&self) -> Vec<String> {
-        let st = lock(&self.shared.state);
-        st.ds
-            .listed()
-            .into_iter()
-            .map(|i| match st.ds.employees[i].record.get("id") {
-                Some(Value::String(s)) => s.clone(),
-                Some(v) => v.to_string(),
-                None => String::new(),
-            })
-            .collect()
+        listed_ids(&lock(&self.shared.state).ds)
+    }
+
+    /// Ids of the employees the list of company `k` (0 for the first) currently serves.
+    pub fn listed_employee_ids_of(&self, k: usize) -> Vec<String> {
+        if k == 0 {
+            return self.listed_employee_ids();
+        }
+        lock(&self.shared.others)
+            .get(k - 1)
+            .map(|o| listed_ids(&o.ds))
+            .unwrap_or_default()
     }
 
     pub fn shutdown(self) {}
@@ -309,4 +381,15 @@ impl Drop for Sim {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn listed_ids(ds: &data::Dataset) -> Vec<String> {
+    ds.listed()
+        .into_iter()
+        .map(|i| match ds.employees[i].record.get("id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+            None => String::new(),
+        })
+        .collect()
 }

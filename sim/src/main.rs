@@ -33,6 +33,11 @@ struct Args {
     /// Company (administration) id served under /v4/{company_id}/.
     #[arg(long, default_value = "5f1c6a4e-1c1f-4b8e-9a53-2b7d3f0e9a11")]
     company_id: String,
+    /// How many companies the account has. The first is --company-id; company k (k = 1, 2, ...)
+    /// has that id with its last four hex digits replaced by k, and its own employees from seed
+    /// + k. The rate limit and the token are the account's, shared by every company.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    companies: u16,
     /// Requests per second allowed before 429 (0 = unlimited).
     #[arg(long, default_value_t = 5.0)]
     rps: f64,
@@ -84,6 +89,7 @@ fn main() -> ExitCode {
         start_date: args.start_date,
         default_per_page: args.per_page_default,
         data,
+        companies: usize::from(args.companies),
     };
     if let Some(path) = &args.dump {
         let dataset = match &cfg.data {
@@ -114,6 +120,9 @@ fn main() -> ExitCode {
         sim.base_url(),
         sim.company_id()
     );
+    for other in sim.company_ids().iter().skip(1) {
+        let _ = writeln!(out, "employes-sim also serves company={other}");
+    }
     let _ = out.flush();
     loop {
         std::thread::park();

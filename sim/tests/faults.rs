@@ -102,6 +102,8 @@ fn employments_403_and_404_for_chosen_ids() {
             endpoint: Endpoint::Employments,
             page: None,
             employee_ids: Some(vec![ids[0].clone()]),
+            company_id: None,
+            every: None,
             skip: 0,
             count: None,
             action: FaultAction::Status {
@@ -114,6 +116,8 @@ fn employments_403_and_404_for_chosen_ids() {
             endpoint: Endpoint::Employments,
             page: None,
             employee_ids: Some(vec![ids[1].clone()]),
+            company_id: None,
+            every: None,
             skip: 0,
             count: None,
             action: FaultAction::Status {

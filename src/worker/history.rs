@@ -14,7 +14,7 @@ use employes_sync_core::sync::{ApplyStats, Progress};
 use employes_sync_core::versions::{self, Existing, Incoming};
 
 use super::references::References;
-use super::session::write_progress;
+use super::session::Ledger;
 use super::spi::{exec, in_subtx, spi_err};
 use super::timeline::{refresh_timeline, write_timeline, PayloadEvents, StoredPayloads};
 use employes_sync_core::sync::StoreError;
@@ -25,7 +25,7 @@ SELECT i.employee_id, r.id, r.version, r.content_hash, r.valid_to IS NULL,
   FROM unnest($2::text[], $3::text[]) AS i (employee_id, hash)
   JOIN LATERAL (SELECT d.id, d.version, d.content_hash, d.valid_to, d.payload
                   FROM employes_raw_data d
-                 WHERE d.kind = $1 AND d.employee_id = i.employee_id
+                 WHERE d.company_id = $4::uuid AND d.kind = $1 AND d.employee_id = i.employee_id
                  ORDER BY d.version DESC LIMIT 1) r ON true";
 
 const CLOSE: &str = "
@@ -38,17 +38,18 @@ WITH v AS (
     SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::integer[]) WITH ORDINALITY
                   AS x (employee_id, payload, content_hash, version, ord)
 ), ins AS (
-    INSERT INTO employes_raw_data (kind, employee_id, payload, content_hash, version, valid_from, first_session_id)
-    SELECT $1, employee_id, payload::jsonb, content_hash, version, now(), $2::uuid FROM v ORDER BY ord
+    INSERT INTO employes_raw_data (kind, employee_id, payload, content_hash, version, valid_from, first_session_id,
+                                   company_id)
+    SELECT $1, employee_id, payload::jsonb, content_hash, version, now(), $2::uuid, $15::uuid FROM v ORDER BY ord
     RETURNING id, employee_id
 ), c AS (
     SELECT * FROM unnest($7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[])
                   AS y (employee_id, change_type, field_path, old_value, new_value, effective_date, raw_from_id)
 ), chg AS (
     INSERT INTO employes_changes (session_id, employee_id, kind, change_type, field_path, old_value, new_value,
-                                  effective_date, detected_at, raw_from_id, raw_to_id)
+                                  effective_date, detected_at, raw_from_id, raw_to_id, company_id)
     SELECT $2::uuid, c.employee_id, $1, c.change_type, c.field_path, c.old_value::jsonb, c.new_value::jsonb,
-           c.effective_date::date, now(), c.raw_from_id, ins.id
+           c.effective_date::date, now(), c.raw_from_id, ins.id, $15::uuid
       FROM c JOIN ins ON ins.employee_id = c.employee_id
     RETURNING 1
 ), src AS (
@@ -74,6 +75,7 @@ SELECT (SELECT count(*) FROM ins)::bigint, (SELECT count(*) FROM chg)::bigint,
 pub(crate) fn write_versions(
     kind: Kind,
     session: &str,
+    company: &str,
     plan: &[versions::NewVersion],
 ) -> Result<ApplyStats, StoreError> {
     let changes = ChangeColumns::of(plan);
@@ -90,7 +92,7 @@ pub(crate) fn write_versions(
     to_lock.dedup();
     let n_to_lock = to_lock.len() as i64;
     let column = |f: fn(&versions::NewVersion) -> String| plan.iter().map(f).collect::<Vec<_>>();
-    let args: [DatumWithOid; 14] = [
+    let args: [DatumWithOid; 15] = [
         kind.as_str().into(),
         session.to_owned().into(),
         column(|v| v.employee_id.clone()).into(),
@@ -105,6 +107,7 @@ pub(crate) fn write_versions(
         changes.effective_date.into(),
         changes.raw_from_id.into(),
         to_lock.into(),
+        company.to_owned().into(),
     ];
     let [versions, written, sources, found, locked, sessions] = exec(WRITE, &args, |t| {
         let row = t.first();
@@ -177,11 +180,12 @@ impl ChangeColumns {
 const DELETE_MISSING: &str = "
 WITH gone AS (
     UPDATE employes_raw_data r SET valid_to = now(), closed_session_id = $2::uuid
-     WHERE r.valid_to IS NULL AND r.employee_id = ANY ($1::text[])
+     WHERE r.company_id = $3::uuid AND r.valid_to IS NULL AND r.employee_id = ANY ($1::text[])
     RETURNING r.id, r.kind, r.employee_id, r.payload
 ), chg AS (
-    INSERT INTO employes_changes (session_id, employee_id, kind, change_type, field_path, old_value, detected_at, raw_from_id)
-    SELECT $2::uuid, employee_id, kind, 'deleted', '$', payload, now(), id FROM gone
+    INSERT INTO employes_changes (session_id, employee_id, kind, change_type, field_path, old_value, detected_at, raw_from_id,
+                                  company_id)
+    SELECT $2::uuid, employee_id, kind, 'deleted', '$', payload, now(), id, $3::uuid FROM gone
     RETURNING 1
 )
 SELECT (SELECT count(DISTINCT employee_id) FROM gone)::bigint, (SELECT count(*) FROM chg)::bigint";
@@ -189,16 +193,20 @@ SELECT (SELECT count(DISTINCT employee_id) FROM gone)::bigint, (SELECT count(*) 
 /// Closes the current records of the employees who left and records their `deleted` changes,
 /// with their timeline and the session's progress, in the caller's transaction.
 pub(super) fn mark_deleted(
-    session: &str,
+    ledger: &Ledger,
     gone: Vec<String>,
     progress: &Progress,
 ) -> Result<ApplyStats, StoreError> {
     let (employees, changes) = Spi::get_two_with_args::<i64, i64>(
         DELETE_MISSING,
-        &[gone.clone().into(), session.to_owned().into()],
+        &[
+            gone.clone().into(),
+            ledger.session.clone().into(),
+            ledger.company.clone().into(),
+        ],
     )
     .map_err(spi_err)?;
-    refresh_timeline(gone)?;
+    refresh_timeline(&ledger.company, gone)?;
     let stats = ApplyStats {
         versions_written: employees.unwrap_or(0) as u64,
         changes_detected: changes.unwrap_or(0) as u64,
@@ -206,7 +214,7 @@ pub(super) fn mark_deleted(
     let mut p = progress.clone();
     p.deleted = stats.versions_written;
     p.changes_detected += stats.changes_detected;
-    write_progress(session, &p)?;
+    ledger.write(&p)?;
     Ok(stats)
 }
 
@@ -226,6 +234,7 @@ const MAX_REJECTED: usize = 10;
 /// The writes of a batch, shared by every part of it that is written on its own.
 struct BatchWrite<'a> {
     session: &'a str,
+    company: &'a str,
     kind: Kind,
     references: References,
     events: &'a PayloadEvents,
@@ -248,15 +257,16 @@ impl BatchWrite<'_> {
                 return Err(format!("expected to close {expected} current versions, closed {closed}: modified concurrently").into());
             }
         }
-        let stats = write_versions(self.kind, self.session, plan)?;
+        let stats = write_versions(self.kind, self.session, self.company, plan)?;
         self.references.triggers(true)?;
         // Timeline events come from the history (employments: the difference between the events
         // of the replaced payloads and of the ones just written) and, for the employee record,
         // only from status changes and restorations: recompute just the employees that can have
         // new ones.
         match self.kind {
-            Kind::Employments => write_timeline(plan, self.events, self.stored)?,
+            Kind::Employments => write_timeline(self.company, plan, self.events, self.stored)?,
             Kind::Employee => refresh_timeline(
+                self.company,
                 plan.iter()
                     .filter(|v| {
                         v.changes.iter().any(|c| {
@@ -308,7 +318,7 @@ impl BatchWrite<'_> {
 /// latest stored versions, plans, writes versions and changes (isolating the records the
 /// database refuses), records progress.
 pub(super) fn apply_batch(
-    session: &str,
+    ledger: &Ledger,
     kind: Kind,
     records: Vec<Incoming>,
     events: PayloadEvents,
@@ -318,7 +328,12 @@ pub(super) fn apply_batch(
     let hashes: Vec<String> = records.iter().map(|r| r.content_hash.clone()).collect();
     let mut existing: HashMap<String, Existing> = HashMap::new();
     let mut stored = StoredPayloads::new();
-    let args: [DatumWithOid; 3] = [kind.as_str().into(), ids.into(), hashes.into()];
+    let args: [DatumWithOid; 4] = [
+        kind.as_str().into(),
+        ids.into(),
+        hashes.into(),
+        ledger.company.clone().into(),
+    ];
     exec(LOOKUP, &args, |rows| {
         for row in rows {
             let id: String = row.get(1).map_err(spi_err)?.unwrap_or_default();
@@ -356,7 +371,8 @@ pub(super) fn apply_batch(
     if !plan.is_empty() {
         let references = References::decide()?;
         let batch = BatchWrite {
-            session,
+            session: &ledger.session,
+            company: &ledger.company,
             kind,
             references,
             events: &events,
@@ -374,7 +390,7 @@ pub(super) fn apply_batch(
     p.versions_written += applied.stats.versions_written;
     p.changes_detected += applied.stats.changes_detected;
     p.rejected += applied.rejected.len() as u64;
-    write_progress(session, &p)?;
+    ledger.write(&p)?;
     Ok(applied)
 }
 
@@ -493,18 +509,18 @@ mod tests {
                 effective_date: chrono::NaiveDate::from_ymd_opt(2021, 1, 31),
             }],
         };
-        let err = write_versions(Kind::Employee, &s, &[version(2, raw + 1000)]);
+        let err = write_versions(Kind::Employee, &s, COMPANY, &[version(2, raw + 1000)]);
         assert_eq!(
             err,
             Err("1 of the 1 versions the employee changes start from no longer exist: modified concurrently, nothing written".into())
         );
         let gone = "00000000-0000-0000-0000-000000000001";
-        let err = write_versions(Kind::Employee, gone, &[version(3, raw)]);
+        let err = write_versions(Kind::Employee, gone, COMPANY, &[version(3, raw)]);
         assert_eq!(
             err,
             Err(format!("session {gone} no longer exists: nothing written").into())
         );
-        let ok = write_versions(Kind::Employee, &s, &[version(4, raw)]).unwrap();
+        let ok = write_versions(Kind::Employee, &s, COMPANY, &[version(4, raw)]).unwrap();
         assert_eq!((ok.versions_written, ok.changes_detected), (1, 1));
         // What is stored: the payload, the values (a JSON null as SQL NULL), the date, the links.
         let stored = Spi::get_one::<String>(&format!(

@@ -4,6 +4,7 @@
 //! session row and in the log table rather than lost in a panic.
 //!
 //! - `session`: the session ledger (start, progress, end, log lines).
+//! - `companies`: the companies a session syncs, one after the other, and its outcome.
 //! - `store`: the [`Store`](employes_sync_core::sync::Store) the core's sync driver writes through.
 //! - `history`: the history writes of a batch (versions, changes, deletions), record by record
 //!   isolation; `references`: how their references are checked.
@@ -11,6 +12,7 @@
 //! - `spi`: transactions, subtransactions and kept plans.
 //! - `watchdog`: the long-lived worker that ends sessions whose worker is gone.
 
+mod companies;
 mod history;
 mod references;
 mod session;
@@ -24,15 +26,10 @@ use std::time::Instant;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use serde_json::json;
 
-use employes_sync_core::client::Client;
-use employes_sync_core::sync::{
-    run_sync, FinalStatus, Level, Outcome, Progress, Store, SyncOptions,
-};
+use employes_sync_core::sync::FinalStatus;
 
 use crate::guc;
-use store::SpiStore;
 
 pub use watchdog::register_watchdog;
 
@@ -90,47 +87,12 @@ fn run(session: String, xid: String) {
     let Some(cancelled_early) = session::start(&session) else {
         return; // already ended (reaped, or handled by another worker)
     };
-    let mut store = SpiStore::new(session.clone());
     let begun = Instant::now();
     let outcome = if cancelled_early {
-        ended(FinalStatus::Cancelled, "cancelled before it started")
+        companies::ended(FinalStatus::Cancelled, "cancelled before it started")
     } else {
-        sync(&mut store)
+        companies::sync_all(&session)
     };
-    store.log_timeline_upkeep(&outcome.progress);
     session::prune_logs(guc::LOG_RETENTION_DAYS.get());
-    session::finish(&mut store, &session, &outcome, begun.elapsed());
-}
-
-/// The sync itself: the core's driver with the API client the settings describe.
-fn sync(store: &mut SpiStore) -> Outcome {
-    let cfg = guc::client_config();
-    let opts = SyncOptions {
-        concurrency: guc::CONCURRENCY.get().max(1) as usize,
-        ..SyncOptions::default()
-    };
-    store.log(
-        Level::Info,
-        "start",
-        "sync started",
-        json!({"base_url": cfg.base_url, "company_id": cfg.company_id, "requests_per_second": cfg.requests_per_second,
-               "per_page": cfg.per_page, "concurrency": opts.concurrency, "max_retries": cfg.max_retries}),
-    );
-    match Client::new(cfg) {
-        Ok(client) => run_sync(&client, store, opts),
-        Err(e) => {
-            store.log(Level::Error, "start", &e.to_string(), json!({}));
-            ended(FinalStatus::Error, &e.to_string())
-        }
-    }
-}
-
-/// The outcome of a session that ended before its sync ran.
-fn ended(status: FinalStatus, why: &str) -> Outcome {
-    Outcome {
-        status,
-        error: Some(why.to_owned()),
-        snapshot_complete: false,
-        progress: Progress::default(),
-    }
+    session::finish(&session, &outcome, begun.elapsed());
 }

@@ -7,9 +7,9 @@ use pgrx::bgworkers::BackgroundWorker;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
-use employes_sync_core::sync::{FinalStatus, Level, Outcome, Progress, Store};
+use employes_sync_core::sync::{FinalStatus, Level, Outcome, Progress};
 
 use super::spi::{exec, in_tx, spi_err};
 use super::SQL_VERSION;
@@ -113,8 +113,105 @@ fn progress_args<'a>(session: &str, p: &Progress) -> Vec<DatumWithOid<'a>> {
     ]
 }
 
-pub(super) fn write_progress(session: &str, p: &Progress) -> Result<(), StoreError> {
-    exec(PROGRESS, &progress_args(session, p), |_| Ok(()))
+/// Where the sync of one company records its progress: its row of
+/// `employes_sync_session_companies`, and the session row, which holds the totals (what the
+/// companies synced before it did, plus its own).
+#[derive(Clone, Debug)]
+pub(super) struct Ledger {
+    pub(super) session: String,
+    pub(super) company: String,
+    pub(super) before: Progress,
+}
+
+const COMPANY_PROGRESS: &str = "
+UPDATE employes_sync_session_companies SET pages_total = $3, pages_done = $4, employees_total = $5,
+       employees_done = $6, api_requests = $7, retries = $8, versions_written = $9, changes_detected = $10,
+       errors = $11, employees_deleted = $12, list_moved = $13, records_rejected = $14
+ WHERE session_id = $1::uuid AND company_id = $2::uuid";
+
+impl Ledger {
+    /// Records the company's progress `p`, in the caller's transaction.
+    pub(super) fn write(&self, p: &Progress) -> Result<(), StoreError> {
+        exec(
+            PROGRESS,
+            &progress_args(&self.session, &self.before.plus(p)),
+            |_| Ok(()),
+        )?;
+        let mut args = progress_args(&self.session, p);
+        args.insert(1, self.company.clone().into());
+        exec(COMPANY_PROGRESS, &args, |_| Ok(()))
+    }
+
+    /// Opens the company's row, running.
+    pub(super) fn start(&self) -> Result<(), StoreError> {
+        in_tx(|| {
+            exec(
+                "INSERT INTO employes_sync_session_companies (session_id, company_id) VALUES ($1::uuid, $2::uuid)
+                 ON CONFLICT (session_id, company_id) DO NOTHING",
+                &[self.session.clone().into(), self.company.clone().into()],
+                |_| Ok(()),
+            )
+        })
+    }
+
+    /// Closes the company's row with its outcome.
+    pub(super) fn finish(&self, outcome: &Outcome) -> Result<(), StoreError> {
+        in_tx(|| {
+            let mut args = progress_args(&self.session, &outcome.progress);
+            args.insert(1, self.company.clone().into());
+            args.push(outcome.status.as_str().into());
+            args.push(outcome.error.clone().into());
+            args.push(outcome.snapshot_complete.into());
+            exec(
+                "UPDATE employes_sync_session_companies SET pages_total = $3, pages_done = $4, employees_total = $5,
+                        employees_done = $6, api_requests = $7, retries = $8, versions_written = $9,
+                        changes_detected = $10, errors = $11, employees_deleted = $12, list_moved = $13,
+                        records_rejected = $14, status = $15, error = $16, snapshot_complete = $17,
+                        completed_at = clock_timestamp()
+                  WHERE session_id = $1::uuid AND company_id = $2::uuid",
+                &args,
+                |_| Ok(()),
+            )
+        })
+    }
+}
+
+/// A company to sync: its id and its own token, if it has one.
+pub(super) struct Company {
+    pub(super) id: String,
+    pub(super) token: Option<String>,
+}
+
+/// The companies this session syncs: the one it was triggered for, or every enabled one (the
+/// company of employes_sync.company_id among them), in the order they were added.
+pub(super) fn companies(session: &str) -> Result<Vec<Company>, StoreError> {
+    in_tx(|| {
+        let mut out = Vec::new();
+        Spi::connect(|client| {
+            let rows = client
+                .select(
+                    "SELECT c.company_id::text, t.api_token
+                       FROM employes_sync_sessions s
+                       JOIN employes_sync_company_settings c
+                         ON c.removed_at IS NULL
+                        AND (c.company_id = s.requested_company OR (s.requested_company IS NULL AND c.enabled))
+                       LEFT JOIN employes_sync_company_tokens t ON t.company_id = c.company_id
+                      WHERE s.id = $1::uuid
+                      ORDER BY c.added_at, c.company_id",
+                    None,
+                    &[session.to_owned().into()],
+                )
+                .map_err(spi_err)?;
+            for row in rows {
+                out.push(Company {
+                    id: row.get(1).map_err(spi_err)?.unwrap_or_default(),
+                    token: row.get(2).map_err(spi_err)?,
+                });
+            }
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(out)
+    })
 }
 
 /// Connects the worker's session to the extension: its schema first in `search_path`, JIT off;
@@ -178,12 +275,53 @@ pub(super) fn prune_logs(days: i32) {
 }
 
 /// Logs the session's end and records its outcome on the session row.
-pub(super) fn finish(store: &mut dyn Store, session: &str, outcome: &Outcome, took: Duration) {
+/// Writes a log line of the session, in a transaction of its own.
+pub(super) fn log(session: &str, level: Level, step: &str, message: &str, details: Value) {
+    let args = (
+        session.to_owned(),
+        level.as_str().to_owned(),
+        step.to_owned(),
+        message.to_owned(),
+        details.to_string(),
+    );
+    let result = in_tx(move || {
+        exec(
+            "INSERT INTO employes_sync_logs (session_id, level, step, message, details) VALUES ($1::uuid, $2, $3, $4, $5::jsonb)",
+            &[args.0.into(), args.1.into(), args.2.into(), args.3.into(), args.4.into()],
+            |_| Ok(()),
+        )
+    });
+    if let Err(e) = result {
+        pgrx::log!("employes_sync worker: could not write a log line: {e}");
+    }
+}
+
+/// Logs the session's end and records its outcome (the totals of its companies) on its row.
+pub(super) fn finish(session: &str, outcome: &Outcome, took: Duration) {
     let p = &outcome.progress;
-    store.log(
-        if outcome.status == FinalStatus::Completed { Level::Info } else { Level::Warning },
+    if p.versions_written > 0 || p.deleted > 0 {
+        let message = "timeline maintained for the employees this sync changed";
+        log(
+            session,
+            Level::Info,
+            "timeline",
+            message,
+            json!({"ms": super::timeline::timeline_ms()}),
+        );
+    }
+    log(
+        session,
+        if outcome.status == FinalStatus::Completed {
+            Level::Info
+        } else {
+            Level::Warning
+        },
         "finish",
-        &format!("sync {} in {:.1} s", outcome.status.as_str(), took.as_secs_f64()),
+        &format!(
+            "sync {} in {:.1} s",
+            outcome.status.as_str(),
+            took.as_secs_f64()
+        ),
         json!({"status": outcome.status.as_str(), "seconds": took.as_secs_f64(), "snapshot_complete": outcome.snapshot_complete,
                "api_requests": p.api_requests, "retries": p.retries, "versions_written": p.versions_written,
                "changes_detected": p.changes_detected, "employees_deleted": p.deleted, "list_moved": p.list_moved,

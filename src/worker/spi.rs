@@ -140,10 +140,11 @@ pub(super) fn in_subtx<R>(f: impl FnOnce() -> Result<R, StoreError>) -> Result<R
 /// next: a large result is never held whole by the worker. In the caller's transaction.
 pub(super) fn for_each_row(
     query: &str,
+    args: &[DatumWithOid<'_>],
     mut f: impl FnMut(pgrx::spi::SpiHeapTupleData<'_>) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     Spi::connect(|client| {
-        let mut cursor = client.open_cursor(query, &[]);
+        let mut cursor = client.open_cursor(query, args);
         loop {
             let mut n = 0;
             for row in cursor.fetch(CURSOR_CHUNK).map_err(spi_err)? {

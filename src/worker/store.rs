@@ -1,7 +1,6 @@
 //! The [`Store`] the core's sync driver writes through: the hash cache, one transaction per
 //! batch, deletions, progress, log lines and the stop flag.
 
-use pgrx::prelude::*;
 use std::collections::HashMap;
 
 use pgrx::bgworkers::BackgroundWorker;
@@ -13,13 +12,13 @@ use employes_sync_core::versions::Incoming;
 
 use super::history::{apply_batch, mark_deleted};
 use super::references::References;
-use super::session::write_progress;
+use super::session::{self, Ledger};
 use super::spi::{exec, for_each_row, in_tx, spi_err};
-use super::timeline::{payload_events, timeline_ms, PayloadEvents};
+use super::timeline::{payload_events, PayloadEvents};
 use employes_sync_core::sync::StoreError;
 
 pub(super) struct SpiStore {
-    session: String,
+    ledger: Ledger,
     sigterm: bool,
     current: Option<CurrentHashes>,
     /// How the last batch's references were checked (logged when it changes).
@@ -27,31 +26,20 @@ pub(super) struct SpiStore {
 }
 
 impl SpiStore {
-    pub(super) fn new(session: String) -> SpiStore {
+    pub(super) fn new(ledger: Ledger) -> SpiStore {
         SpiStore {
-            session,
+            ledger,
             sigterm: false,
             current: None,
             references: None,
-        }
-    }
-
-    /// Logs what the timeline upkeep of this sync cost, when it wrote anything.
-    pub(super) fn log_timeline_upkeep(&mut self, p: &Progress) {
-        if p.versions_written > 0 || p.deleted > 0 {
-            self.log(
-                Level::Info,
-                "timeline",
-                "timeline maintained for the employees this sync changed",
-                json!({"ms": timeline_ms()}),
-            );
         }
     }
 }
 
 /// The hashes of the current versions, in the order of `employes_raw_data_current`, which holds
 /// all three columns: an index-only scan, not a read of every payload.
-pub(crate) const HASH_LOAD: &str = "SELECT kind, employee_id, content_hash FROM employes_raw_data WHERE valid_to IS NULL ORDER BY kind, employee_id";
+pub(crate) const HASH_LOAD: &str = "SELECT kind, employee_id, content_hash FROM employes_raw_data
+  WHERE company_id = $1::uuid AND valid_to IS NULL ORDER BY company_id, kind, employee_id";
 
 /// The content hash of every current version, loaded once per sync so that comparing a fetched
 /// record costs no SQL (a re-sync of an unchanged company only reads). Compact, so the worker's
@@ -103,10 +91,10 @@ impl CurrentHashes {
     }
 
     /// Reads the current versions' hashes (streamed: see `for_each_row`).
-    fn load() -> Result<CurrentHashes, StoreError> {
+    fn load(company: &str) -> Result<CurrentHashes, StoreError> {
         let mut out = in_tx(|| {
             let mut out = CurrentHashes(HashMap::new());
-            for_each_row(HASH_LOAD, |row| {
+            for_each_row(HASH_LOAD, &[company.to_owned().into()], |row| {
                 let kind: String = row.get(1).map_err(spi_err)?.unwrap_or_default();
                 let id: String = row.get(2).map_err(spi_err)?.unwrap_or_default();
                 let hash: String = row.get(3).map_err(spi_err)?.unwrap_or_default();
@@ -125,7 +113,7 @@ impl CurrentHashes {
 impl Store for SpiStore {
     fn changed(&mut self, kind: Kind, records: Vec<Incoming>) -> Result<Vec<Incoming>, StoreError> {
         if self.current.is_none() {
-            self.current = Some(CurrentHashes::load()?);
+            self.current = Some(CurrentHashes::load(&self.ledger.company)?);
         }
         let current = self.current.as_ref().expect("loaded above");
         Ok(records
@@ -140,7 +128,7 @@ impl Store for SpiStore {
         records: Vec<Incoming>,
         progress: &Progress,
     ) -> Result<Applied, StoreError> {
-        let session = self.session.clone();
+        let ledger = self.ledger.clone();
         let progress = progress.clone();
         // The timeline events of history payloads depend on the payloads alone: computed before
         // the transaction, which they would otherwise lengthen.
@@ -155,7 +143,7 @@ impl Store for SpiStore {
                 .map_err(|e| e.to_string())?
                 .take()
                 .unwrap_or_default();
-            apply_batch(&session, kind, records, events, &progress)
+            apply_batch(&ledger, kind, records, events, &progress)
         })?;
         if let Some(mode) = outcome.references.filter(|m| self.references != Some(*m)) {
             self.references = Some(mode);
@@ -186,12 +174,14 @@ impl Store for SpiStore {
         if self.current.as_ref().is_some_and(|c| !c.any_unlisted(seen)) {
             return Ok(Vec::new());
         }
+        let company = self.ledger.company.clone();
         in_tx(|| {
             // The current records' employees, streamed, against the listed ids: the ids that
             // left are few, so only they are kept.
             let mut gone: Vec<String> = Vec::new();
             for_each_row(
-                "SELECT employee_id FROM employes_raw_data WHERE valid_to IS NULL",
+                "SELECT employee_id FROM employes_raw_data WHERE company_id = $1::uuid AND valid_to IS NULL",
+                &[company.into()],
                 |row| {
                     let id: String = row.get(1).map_err(spi_err)?.unwrap_or_default();
                     if !seen.contains(&id) {
@@ -211,39 +201,27 @@ impl Store for SpiStore {
         ids: Vec<String>,
         progress: &Progress,
     ) -> Result<ApplyStats, StoreError> {
-        let session = self.session.clone();
+        let ledger = self.ledger.clone();
         let progress = progress.clone();
         let ids = std::sync::Mutex::new(ids);
         in_tx(move || {
             let gone = std::mem::take(&mut *ids.lock().map_err(|e| e.to_string())?);
-            mark_deleted(&session, gone, &progress)
+            mark_deleted(&ledger, gone, &progress)
         })
     }
 
     fn progress(&mut self, progress: &Progress) -> Result<(), StoreError> {
-        let session = self.session.clone();
+        let ledger = self.ledger.clone();
         let progress = progress.clone();
-        in_tx(move || write_progress(&session, &progress))
+        in_tx(move || ledger.write(&progress))
     }
 
-    fn log(&mut self, level: Level, step: &str, message: &str, details: Value) {
-        let args = (
-            self.session.clone(),
-            level.as_str().to_owned(),
-            step.to_owned(),
-            message.to_owned(),
-            details.to_string(),
-        );
-        let result = in_tx(move || {
-            exec(
-                "INSERT INTO employes_sync_logs (session_id, level, step, message, details) VALUES ($1::uuid, $2, $3, $4, $5::jsonb)",
-                &[args.0.into(), args.1.into(), args.2.into(), args.3.into(), args.4.into()],
-                |_| Ok(()),
-            )
-        });
-        if let Err(e) = result {
-            pgrx::log!("employes_sync worker: could not write a log line: {e}");
+    fn log(&mut self, level: Level, step: &str, message: &str, mut details: Value) {
+        // Every line of a company's sync says which company.
+        if let Value::Object(map) = &mut details {
+            map.insert("company_id".into(), json!(self.ledger.company));
         }
+        session::log(&self.ledger.session, level, step, message, details);
     }
 
     fn check_stop(&mut self) -> Option<StopReason> {
@@ -253,7 +231,7 @@ impl Store for SpiStore {
                 "the worker was terminated (SIGTERM: pg_terminate_backend or server shutdown); nothing half-applied".into(),
             ));
         }
-        let session = self.session.clone();
+        let session = self.ledger.session.clone();
         let cancelled = in_tx(move || {
             exec(
                 "SELECT cancel_requested_at IS NOT NULL FROM employes_sync_sessions WHERE id = $1::uuid",
@@ -269,7 +247,7 @@ impl Store for SpiStore {
 }
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
+#[pgrx::pg_schema]
 mod tests {
     use pgrx::prelude::*;
 
@@ -285,7 +263,7 @@ mod tests {
         .unwrap();
         // Whatever the planner prefers for 50 rows: the index alone must be able to answer.
         Spi::run("SET LOCAL enable_bitmapscan = off").unwrap();
-        let plan = plan_of(super::HASH_LOAD);
+        let plan = plan_of(&super::HASH_LOAD.replace("$1::uuid", &format!("'{COMPANY}'::uuid")));
         assert!(
             plan[0].contains("Index Only Scan using employes_raw_data_current"),
             "{plan:?}"

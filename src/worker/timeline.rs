@@ -3,7 +3,6 @@
 //! written in it (`employes_timeline_apply`); a recompute (`employes_timeline_refresh`) where
 //! that cannot be done.
 
-use pgrx::prelude::*;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -17,7 +16,7 @@ use employes_sync_core::sync::StoreError;
 static TIMELINE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Recomputes the timeline of these employees, in the caller's transaction.
-pub(super) fn refresh_timeline(mut ids: Vec<String>) -> Result<(), StoreError> {
+pub(super) fn refresh_timeline(company: &str, mut ids: Vec<String>) -> Result<(), StoreError> {
     ids.sort_unstable();
     ids.dedup();
     if ids.is_empty() {
@@ -25,8 +24,8 @@ pub(super) fn refresh_timeline(mut ids: Vec<String>) -> Result<(), StoreError> {
     }
     let t = Instant::now();
     exec(
-        "SELECT employes_timeline_refresh($1::text[])",
-        &[ids.into()],
+        "SELECT employes_timeline_refresh($1::text[], $2::uuid)",
+        &[ids.into(), company.to_owned().into()],
         |_| Ok(()),
     )?;
     count_timeline(t);
@@ -82,6 +81,7 @@ pub(crate) type StoredPayloads = HashMap<String, Option<String>>;
 /// whose events cannot be computed on both sides is recomputed from the stored version, by
 /// `employes_timeline_refresh`.
 pub(crate) fn write_timeline(
+    company: &str,
     plan: &[versions::NewVersion],
     events: &PayloadEvents,
     stored: &StoredPayloads,
@@ -124,8 +124,9 @@ pub(crate) fn write_timeline(
     }
     if !g_employee.is_empty() || !e_employee.is_empty() {
         exec(
-            "SELECT employes_timeline_apply($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "SELECT employes_timeline_apply($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             &[
+                company.to_owned().into(),
                 g_employee.into(),
                 g_type.into(),
                 g_key.into(),
@@ -142,11 +143,11 @@ pub(crate) fn write_timeline(
         )?;
     }
     count_timeline(t);
-    refresh_timeline(refresh)
+    refresh_timeline(company, refresh)
 }
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
+#[pgrx::pg_schema]
 mod tests {
     use pgrx::prelude::*;
 
@@ -184,7 +185,7 @@ mod tests {
         let got = Spi::get_one::<String>(
             "SELECT string_agg(concat_ws(' | ', event_date, event_type, title, details::text, event_key), E'\n'
                                ORDER BY event_date, event_type)
-               FROM employes_timeline_events(ARRAY['e1', 'e1', 'nobody'])",
+               FROM employes_timeline_events('5f1c6a4e-1c1f-4b8e-9a53-2b7d3f0e9a11', ARRAY['e1', 'e1', 'nobody'])",
         )
         .unwrap()
         .unwrap();
@@ -286,7 +287,8 @@ mod tests {
                     (id.to_owned(), printed)
                 })
                 .collect();
-            super::write_timeline(&plan, &super::payload_events(&incoming), &stored).unwrap();
+            super::write_timeline(COMPANY, &plan, &super::payload_events(&incoming), &stored)
+                .unwrap();
         };
         let timeline = || {
             Spi::get_one::<String>(
@@ -351,22 +353,22 @@ mod tests {
     }
 
     #[pg_test(
-        error = "employes_timeline_apply: the keys to delete and the events to write must be non-NULL arrays of one length each"
+        error = "employes_timeline_apply: the company, the keys to delete and the events to write must be non-NULL, the arrays of one length each"
     )]
     fn timeline_apply_refuses_event_arrays_of_different_lengths() {
         Spi::run(
-            "SELECT employes_timeline_apply('{}', '{}', '{}', ARRAY['e1', 'e1'], ARRAY['2020-01-01']::date[], ARRAY['hired'],
+            "SELECT employes_timeline_apply('5f1c6a4e-1c1f-4b8e-9a53-2b7d3f0e9a11', '{}', '{}', '{}', ARRAY['e1', 'e1'], ARRAY['2020-01-01']::date[], ARRAY['hired'],
                                             ARRAY['Hired'], ARRAY['{}'], ARRAY['employment:m1:1'], ARRAY[NULL], ARRAY[NULL])",
         )
         .unwrap();
     }
 
     #[pg_test(
-        error = "employes_timeline_apply: the keys to delete and the events to write must be non-NULL arrays of one length each"
+        error = "employes_timeline_apply: the company, the keys to delete and the events to write must be non-NULL, the arrays of one length each"
     )]
     fn timeline_apply_refuses_a_null_array() {
         Spi::run(
-            "SELECT employes_timeline_apply(ARRAY['e1'], ARRAY['hired'], NULL, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')",
+            "SELECT employes_timeline_apply('5f1c6a4e-1c1f-4b8e-9a53-2b7d3f0e9a11', ARRAY['e1'], ARRAY['hired'], NULL, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')",
         )
         .unwrap();
     }
@@ -375,16 +377,16 @@ mod tests {
     /// rows and other event types untouched), new keys inserted, existing ones updated.
     #[pg_test]
     fn timeline_apply_deletes_and_upserts_what_it_is_given() {
-        Spi::run(
+        Spi::run(&format!(
             "INSERT INTO employes_timeline VALUES
-                ('e1', '2019-01-01', 'hired', 'Hired', '{}', 'employment:m1:1'),
-                ('e1', '2019-01-01', 'contract_started', 'Contract started', '{}', 'contract:m1:c1:1'),
-                ('e1', '2020-01-01', 'contract_renewed', 'Contract renewed', '{}', 'contract:m1:c2:2'),
-                ('e2', '2020-01-01', 'contract_renewed', 'Contract renewed', '{}', 'contract:m1:c2:2')",
-        )
+                ('e1', '2019-01-01', 'hired', 'Hired', '{{}}', 'employment:m1:1', '{COMPANY}'),
+                ('e1', '2019-01-01', 'contract_started', 'Contract started', '{{}}', 'contract:m1:c1:1', '{COMPANY}'),
+                ('e1', '2020-01-01', 'contract_renewed', 'Contract renewed', '{{}}', 'contract:m1:c2:2', '{COMPANY}'),
+                ('e2', '2020-01-01', 'contract_renewed', 'Contract renewed', '{{}}', 'contract:m1:c2:2', '{COMPANY}')"
+        ))
         .unwrap();
         let n = Spi::get_one::<i64>(
-            "SELECT employes_timeline_apply(ARRAY['e1', 'e1'], ARRAY['contract_renewed', 'hired'], ARRAY['contract:m1:c2:2', 'nope'],
+            "SELECT employes_timeline_apply('5f1c6a4e-1c1f-4b8e-9a53-2b7d3f0e9a11', ARRAY['e1', 'e1'], ARRAY['contract_renewed', 'hired'], ARRAY['contract:m1:c2:2', 'nope'],
                                             ARRAY['e1', 'e1'], ARRAY['2019-02-01', '2021-01-01']::date[],
                                             ARRAY['contract_started', 'salary_changed'], ARRAY['Contract started', 'Salary changed'],
                                             ARRAY['{\"contract_duration\": \"2 jaar\"}', '{\"salary_id\": \"s2\"}'],

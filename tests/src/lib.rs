@@ -439,21 +439,29 @@ pub fn fingerprint(c: &mut Client) -> Vec<String> {
 
 /// A simulator with test-friendly defaults (fast, but still rate limited).
 pub fn sim(employees: usize, seed: u64, rps: f64) -> Sim {
+    sim_of_companies(employees, seed, rps, 1)
+}
+
+/// A simulator of an account with `companies` companies of `employees` each (the first one is
+/// the company of [`sim`] with the same seed).
+pub fn sim_of_companies(employees: usize, seed: u64, rps: f64, companies: usize) -> Sim {
     Sim::start(SimConfig {
         employees,
         seed,
         rps,
+        companies,
         ..SimConfig::default()
     })
     .expect("simulator starts")
 }
 
 /// Settings that keep fault and crash scenarios short: 10 employees per list page (so a list
-/// has several pages), 2 retries, 1 s request timeout.
+/// has several pages), 2 retries, 1 s request timeout, at most 3 s of waiting on 429s per request.
 pub fn fast_conf() -> Vec<String> {
     vec![
         "employes_sync.per_page = 10".into(),
         "employes_sync.max_retries = 2".into(),
+        "employes_sync.throttle_max_wait_seconds = 3".into(),
         "employes_sync.request_timeout_ms = 1000".into(),
         "employes_sync.connect_timeout_ms = 1000".into(),
     ]
@@ -531,16 +539,16 @@ pub fn assert_history_consistent(c: &mut Client) {
     assert_eq!(
         count(
             c,
-            "SELECT count(*) FROM (SELECT kind, employee_id FROM employes_raw_data WHERE valid_to IS NULL
-               GROUP BY 1, 2 HAVING count(*) > 1) d"
+            "SELECT count(*) FROM (SELECT company_id, kind, employee_id FROM employes_raw_data WHERE valid_to IS NULL
+               GROUP BY 1, 2, 3 HAVING count(*) > 1) d"
         ),
         0
     );
     assert_eq!(
         count(
             c,
-            "SELECT count(*) FROM (SELECT kind, employee_id, field_path, change_type, raw_from_id, raw_to_id
-               FROM employes_changes GROUP BY 1, 2, 3, 4, 5, 6 HAVING count(*) > 1) d"
+            "SELECT count(*) FROM (SELECT company_id, kind, employee_id, field_path, change_type, raw_from_id, raw_to_id
+               FROM employes_changes GROUP BY 1, 2, 3, 4, 5, 6, 7 HAVING count(*) > 1) d"
         ),
         0
     );
@@ -572,7 +580,17 @@ pub fn assert_history_consistent(c: &mut Client) {
             c,
             "SELECT count(*) FROM employes_changes ch
                JOIN employes_raw_data r ON r.id IN (ch.raw_from_id, ch.raw_to_id)
-              WHERE (r.kind, r.employee_id) <> (ch.kind, ch.employee_id)"
+              WHERE (r.company_id, r.kind, r.employee_id) <> (ch.company_id, ch.kind, ch.employee_id)"
+        ),
+        0
+    );
+    // A timeline row belongs to an employee of its company.
+    assert_eq!(
+        count(
+            c,
+            "SELECT count(*) FROM employes_timeline t
+              WHERE NOT EXISTS (SELECT 1 FROM employes_raw_data r
+                                 WHERE r.company_id = t.company_id AND r.employee_id = t.employee_id)"
         ),
         0
     );
@@ -580,7 +598,7 @@ pub fn assert_history_consistent(c: &mut Client) {
     assert_eq!(
         count(
             c,
-            "SELECT count(*) FROM (SELECT kind, employee_id FROM employes_raw_data GROUP BY 1, 2
+            "SELECT count(*) FROM (SELECT company_id, kind, employee_id FROM employes_raw_data GROUP BY 1, 2, 3
                HAVING max(version) <> count(*)) d"
         ),
         0

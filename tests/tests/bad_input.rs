@@ -259,6 +259,8 @@ fn body_rule(
         endpoint,
         page,
         employee_ids: ids,
+        company_id: None,
+        every: None,
         skip: 0,
         count: None,
         action: FaultAction::Body { body },

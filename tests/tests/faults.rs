@@ -32,6 +32,8 @@ fn rule(endpoint: Endpoint, action: FaultAction) -> FaultRule {
         endpoint,
         page: None,
         employee_ids: None,
+        company_id: None,
+        every: None,
         skip: 0,
         count: None,
         action,
@@ -48,6 +50,8 @@ fn list_page_2(action: FaultAction) -> FaultRule {
 fn history_of(id: &str, count: Option<u32>, action: FaultAction) -> FaultRule {
     FaultRule {
         employee_ids: Some(vec![id.to_string()]),
+        company_id: None,
+        every: None,
         count,
         ..rule(Endpoint::Employments, action)
     }
@@ -278,6 +282,9 @@ fn leak(head: [&'static str; 2], tail: &'static [&'static str]) -> &'static [&'s
 
 #[test]
 fn storm_of_429_with_retry_after_is_retried_honouring_the_header() {
+    // Throttling is not failure: a 429 does not use up max_retries (2 here), it is waited out
+    // for at most throttle_max_wait_seconds (3 s here). Retry-After: 1 s (plus jitter) three
+    // times is more than that: the storm ends the request after 3 attempts, 2 of them retries.
     let started = std::time::Instant::now();
     run(retryable(
         "fault-429",

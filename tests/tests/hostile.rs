@@ -33,6 +33,8 @@ fn rule(endpoint: Endpoint, action: FaultAction) -> FaultRule {
         endpoint,
         page: None,
         employee_ids: None,
+        company_id: None,
+        every: None,
         skip: 0,
         count: None,
         action,

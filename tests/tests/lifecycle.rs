@@ -313,7 +313,8 @@ fn upgrade_from_0_1_0_keeps_every_row_continues_the_history_and_equals_a_fresh_i
     let pg = PgInstall::new("upgrade");
     pg.install_package(&release);
     let cluster = Cluster::start_with("upgrade", &fast_conf(), &pg.bin(), true);
-    let sim = sim(EMPLOYEES, SEED, 0.0);
+    // An account with a second company, for after the upgrade (the first is the same as sim()'s).
+    let sim = sim_of_companies(EMPLOYEES, SEED, 0.0, 2);
     cluster.use_sim(&sim, 300.0);
     let mut c = cluster.connect();
     let version = |c: &mut Client| -> String {
@@ -335,6 +336,11 @@ fn upgrade_from_0_1_0_keeps_every_row_continues_the_history_and_equals_a_fresh_i
     );
     c.batch_execute("SELECT employes_sync_schedule('17 3 * * *')")
         .unwrap();
+    // An app's role may call the trigger (a grant the database made, not the extension).
+    c.batch_execute(
+        "CREATE ROLE app_rpc NOLOGIN; GRANT EXECUTE ON FUNCTION employes_sync_trigger(text, text) TO app_rpc",
+    )
+    .unwrap();
     let settings_before = settings(&mut c);
     let scheduler_before: Value = c
         .query_one(
@@ -367,6 +373,38 @@ fn upgrade_from_0_1_0_keeps_every_row_continues_the_history_and_equals_a_fresh_i
 
     let columns_before = table_columns(&mut c);
     let before = held(&mut c, &BTreeMap::new());
+    // The update gives the history to the configured company; it refuses, changing nothing,
+    // when it cannot tell which one that is.
+    let first = sim.company_id();
+    // (Unset, the company the last sync logged is taken: the second case has no such log.)
+    for (setting, logs, says) in [
+        (
+            Some(sim.company_ids()[1].clone()),
+            "",
+            "the last sync fetched company",
+        ),
+        (
+            None,
+            "DELETE FROM employes_sync_logs WHERE step = 'start'",
+            "employes_sync.company_id is not set",
+        ),
+    ] {
+        set_company_id(&cluster, setting.as_deref());
+        let mut c = cluster.connect();
+        c.batch_execute(&format!("BEGIN; {logs}")).unwrap();
+        let (code, message, hint) =
+            sql_error_with_hint(&mut c, "ALTER EXTENSION employes_sync UPDATE", &[]);
+        c.batch_execute("ROLLBACK").unwrap();
+        assert_eq!(code, "55000", "{message}");
+        assert!(message.contains(says), "{message}");
+        assert!(hint
+            .unwrap_or_default()
+            .contains("employes_sync.company_id"));
+        assert_eq!(version(&mut c), "0.1.0");
+    }
+    set_company_id(&cluster, Some(&first));
+    let mut c = cluster.connect();
+    assert_eq!(held(&mut c, &BTreeMap::new()), before);
     c.batch_execute("ALTER EXTENSION employes_sync UPDATE")
         .unwrap();
     assert_eq!(version(&mut c), current);
@@ -403,6 +441,50 @@ fn upgrade_from_0_1_0_keeps_every_row_continues_the_history_and_equals_a_fresh_i
         .get(0);
     assert_eq!(scheduler_after, scheduler_before, "the schedule is kept");
 
+    // The history belongs to the configured company, and so do the syncs so far.
+    for table in ["employes_raw_data", "employes_changes", "employes_timeline"] {
+        assert_eq!(
+            count(
+                &mut c,
+                &format!("SELECT count(*) FROM {table} WHERE company_id <> '{first}'")
+            ),
+            0,
+            "{table}"
+        );
+    }
+    let companies: Vec<(String, Option<String>, bool)> = c
+        .query(
+            "SELECT company_id::text, last_status, enabled FROM employes_sync_companies",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    // (Its last sync is the one the new library refused before the update.)
+    assert_eq!(
+        companies,
+        [(first.clone(), Some("error".to_string()), true)]
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            &format!(
+                "SELECT count(*) FROM employes_sync_session_companies
+                  WHERE company_id = '{first}' AND status = 'completed'"
+            )
+        ),
+        2
+    );
+    // The app's grant is kept, on the trigger that now takes a company.
+    assert!(c
+        .query_one(
+            "SELECT has_function_privilege('app_rpc', 'employes_sync_trigger(text, text, uuid)', 'EXECUTE')",
+            &[],
+        )
+        .unwrap()
+        .get::<_, bool>(0));
+
     // The same history goes on: nothing unchanged gets a new version, and a changed API gives
     // what a database that always ran the current build has.
     let s = sync(&mut c);
@@ -418,7 +500,10 @@ fn upgrade_from_0_1_0_keeps_every_row_continues_the_history_and_equals_a_fresh_i
     c.batch_execute("CREATE DATABASE fresh").unwrap();
     let mut fresh = cluster.connect_to("fresh");
     fresh
-        .batch_execute("CREATE EXTENSION employes_sync")
+        .batch_execute(
+            "CREATE EXTENSION employes_sync;
+             GRANT EXECUTE ON FUNCTION employes_sync_trigger(text, text, uuid) TO app_rpc",
+        )
         .unwrap();
     let upgraded = catalog_fingerprint(&mut c);
     let installed = catalog_fingerprint(&mut fresh);
@@ -431,6 +516,81 @@ fn upgrade_from_0_1_0_keeps_every_row_continues_the_history_and_equals_a_fresh_i
     eprintln!(
         "catalog fingerprint: {} facts, identical after the upgrade and in a fresh install",
         upgraded.len()
+    );
+    // pg_dump still writes the app's grant: it is the database's, not the extension's.
+    let dump = std::fs::read_to_string(pg_dump(&cluster, "p", "grants.sql")).unwrap();
+    assert!(
+        dump.lines()
+            .any(|l| l.contains("employes_sync_trigger(") && l.contains("TO app_rpc")),
+        "the grant to app_rpc is not in the dump"
+    );
+
+    // The setting switched to the account's second company: that company is added and synced,
+    // and nobody of the first is marked deleted.
+    let current_before = count(
+        &mut c,
+        &format!("SELECT count(*) FROM employes_current WHERE company_id = '{first}'"),
+    );
+    let second = sim.company_ids()[1].clone();
+    set_company_id(&cluster, Some(&second));
+    let mut c = cluster.connect();
+    let s = sync(&mut c);
+    assert_eq!(s.status, "completed", "{s:?}");
+    assert_eq!(s.employees_deleted, 0, "{s:?}");
+    assert_eq!(
+        count(
+            &mut c,
+            &format!(
+                "SELECT count(*) FROM employes_changes WHERE change_type = 'deleted' AND session_id = '{}'",
+                s.id
+            )
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            &format!("SELECT count(*) FROM employes_current WHERE company_id = '{first}'")
+        ),
+        current_before
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            &format!("SELECT count(*) FROM employes_current WHERE company_id = '{second}'")
+        ),
+        sim.listed_employee_ids_of(1).len() as i64
+    );
+    assert_history_consistent(&mut c);
+    eprintln!(
+        "setting switched to {second}: {} employees of {first} kept current, 0 deleted",
+        current_before
+    );
+}
+
+/// Sets (or with None resets) employes_sync.company_id, and waits until a new backend sees it.
+fn set_company_id(cluster: &Cluster, company: Option<&str>) {
+    let mut c = cluster.connect();
+    match company {
+        Some(id) => c.batch_execute(&format!(
+            "ALTER SYSTEM SET employes_sync.company_id = '{id}'"
+        )),
+        None => c.batch_execute("ALTER SYSTEM RESET employes_sync.company_id"),
+    }
+    .unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let want = company.unwrap_or("").to_owned();
+    wait_until(
+        Duration::from_secs(10),
+        "employes_sync.company_id reloaded",
+        || {
+            let v: String = cluster
+                .connect()
+                .query_one("SELECT current_setting('employes_sync.company_id')", &[])
+                .unwrap()
+                .get(0);
+            v == want
+        },
     );
 }
 
@@ -527,8 +687,13 @@ fn a_hot_standby_serves_reads_refuses_syncs_stays_quiet_and_ends_the_old_primary
         Duration::from_secs(30),
         "the standby to see the sync running",
         || {
-            let r = session(&mut s, running);
-            r.status == "running" && r.pages_done >= 1
+            // (The standby may not have replayed the new session yet.)
+            s.query_opt(
+                "SELECT status, pages_done FROM employes_sync_sessions WHERE id = $1",
+                &[&running],
+            )
+            .unwrap()
+            .is_some_and(|r| r.get::<_, String>(0) == "running" && r.get::<_, i32>(1) >= 1)
         },
     );
     let st: Value = s

@@ -201,6 +201,8 @@ fn a_deletion_that_cannot_be_confirmed_is_not_written_and_the_session_says_why()
             endpoint: Endpoint::Detail,
             page: None,
             employee_ids: Some(vec![gone.clone()]),
+            company_id: None,
+            every: None,
             skip: 0,
             count: None,
             action: fault,

@@ -376,6 +376,8 @@ fn status_goes_from_never_to_syncing_to_current_to_outdated_to_error() {
         endpoint: Endpoint::Any,
         page: None,
         employee_ids: None,
+        company_id: None,
+        every: None,
         skip: 0,
         count: None,
         action: FaultAction::Status {

@@ -49,7 +49,7 @@ fn the_token_is_unreadable_to_a_non_superuser_by_every_route() {
     let (cluster, sim, mut c) = setup("sec-token");
     c.batch_execute(
         "CREATE ROLE app LOGIN;
-         GRANT EXECUTE ON FUNCTION employes_sync_trigger(text, text), employes_sync_wait(uuid, integer),
+         GRANT EXECUTE ON FUNCTION employes_sync_trigger(text, text, uuid), employes_sync_wait(uuid, integer),
                                    employes_sync_status() TO app;",
     )
     .unwrap();
@@ -108,6 +108,8 @@ fn the_token_is_unreadable_to_a_non_superuser_by_every_route() {
         endpoint: Endpoint::Any,
         page: None,
         employee_ids: None,
+        company_id: None,
+        every: None,
         skip: 2,
         count: None,
         action: FaultAction::Status {
@@ -166,7 +168,7 @@ fn base_url_company_and_limits_are_superuser_only_and_only_http_is_accepted() {
     let (_cluster, _sim, mut c) = setup("sec-ssrf");
     c.batch_execute(
         "CREATE ROLE app LOGIN; GRANT CREATE ON DATABASE postgres TO app;
-         GRANT EXECUTE ON FUNCTION employes_sync_trigger(text, text) TO app;",
+         GRANT EXECUTE ON FUNCTION employes_sync_trigger(text, text, uuid) TO app;",
     )
     .unwrap();
     let mut app = connect_as(&_cluster, "app");
@@ -270,7 +272,7 @@ fn public_gets_nothing_and_an_ungranted_role_can_do_nothing() {
         "SELECT employes_sync_reap_stale()",
         "SELECT employes_sync_launch_worker(gen_random_uuid(), '1')",
         "SELECT employes_employee_as_of('x')",
-        "SELECT employes_timeline_apply('{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')",
+        "SELECT employes_timeline_apply(NULL, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')",
         "SELECT * FROM employes_sync_sessions",
         "SELECT * FROM employes_sync_logs",
         "SELECT * FROM employes_raw_data",
@@ -313,7 +315,7 @@ fn definer_functions_pin_search_path_and_ignore_functions_planted_by_the_caller(
 
     c.batch_execute(
         "CREATE ROLE app LOGIN; GRANT CREATE ON DATABASE postgres TO app;
-         GRANT EXECUTE ON FUNCTION employes_sync_trigger(text, text), employes_sync_wait(uuid, integer),
+         GRANT EXECUTE ON FUNCTION employes_sync_trigger(text, text, uuid), employes_sync_wait(uuid, integer),
                                    employes_sync_status() TO app;",
     )
     .unwrap();
@@ -411,6 +413,9 @@ fn supabase_grant_script_gives_each_role_exactly_its_rights_with_row_level_secur
         "SELECT * FROM employes_changes",
         "SELECT * FROM employes_current",
         "SELECT * FROM employes_timeline",
+        "SELECT * FROM employes_sync_companies",
+        "SELECT * FROM employes_sync_company_tokens",
+        "SELECT employes_sync_add_company(gen_random_uuid())",
     ] {
         role_denied(&mut c, "anon", sql);
     }
@@ -422,13 +427,19 @@ fn supabase_grant_script_gives_each_role_exactly_its_rights_with_row_level_secur
         "SELECT employes_sync_reap_stale()",
         "SELECT employes_sync_launch_worker(gen_random_uuid(), '1')",
         "SELECT employes_employee_as_of('x')",
-        "SELECT employes_timeline_apply('{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')",
+        "SELECT employes_timeline_apply(NULL, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')",
         "SELECT * FROM employes_sync_sessions",
         "SELECT * FROM employes_sync_logs",
         "SELECT * FROM employes_raw_data",
         "SELECT * FROM employes_changes",
         "SELECT * FROM employes_current",
         "SELECT * FROM employes_recent_changes",
+        "SELECT * FROM employes_sync_companies",
+        "SELECT * FROM employes_sync_company_settings",
+        "SELECT * FROM employes_sync_company_tokens",
+        "SELECT * FROM employes_sync_session_companies",
+        "SELECT employes_sync_add_company(gen_random_uuid())",
+        "SELECT employes_sync_set_company_token(gen_random_uuid(), 'xxxxxxxxxx')",
     ] {
         role_denied(&mut c, "authenticated", sql);
     }
@@ -499,8 +510,21 @@ fn supabase_grant_script_gives_each_role_exactly_its_rights_with_row_level_secur
         "SELECT employes_sync_status()",
         "SELECT employes_sync_schedule('0 3 * * *')",
         "SELECT employes_sync_unschedule()",
+        "SELECT count(*) FROM employes_sync_companies",
+        "SELECT count(*) FROM employes_sync_session_companies",
     ] {
         as_role(&mut c, "service_role", sql).unwrap_or_else(|e| panic!("service_role: {sql}: {e}"));
+    }
+    // Companies are managed by the admin; tokens are read by nobody but a superuser.
+    for sql in [
+        "SELECT * FROM employes_sync_company_tokens",
+        "SELECT * FROM employes_sync_company_settings",
+        "SELECT employes_sync_add_company(gen_random_uuid())",
+        "SELECT employes_sync_remove_company(gen_random_uuid())",
+        "SELECT employes_sync_pause_company(gen_random_uuid())",
+        "SELECT employes_sync_set_company_token(gen_random_uuid(), 'xxxxxxxxxx')",
+    ] {
+        role_denied(&mut c, "service_role", sql);
     }
     let rows = as_role(
         &mut c,

@@ -310,7 +310,7 @@ fn detected_changes_equal_the_simulators_ground_truth() {
         "WITH d AS (DELETE FROM employes_timeline WHERE employee_id = $1 RETURNING 1),
               u AS (UPDATE employes_timeline SET details = '{}', title = 'tampered' WHERE employee_id = $2 RETURNING 1)
          INSERT INTO employes_timeline
-         SELECT employee_id, event_date, event_type, title, details, event_key || ':stale'
+         SELECT employee_id, event_date, event_type, title, details, event_key || ':stale', company_id
            FROM employes_timeline WHERE employee_id = ANY ($3)",
         &[&ids[0], &ids[1], &&ids[2..]],
     )
@@ -494,6 +494,8 @@ fn a_failed_page_deletes_nobody_and_says_which_url() {
         endpoint: Endpoint::List,
         page: Some(2),
         employee_ids: None,
+        company_id: None,
+        every: None,
         skip: 0,
         count: None,
         action: FaultAction::MalformedJson,
@@ -640,7 +642,7 @@ fn triggered_by_defaults_to_the_jwt_email_then_the_role_as_postgrest_calls_it() 
     let (_cluster, _sim, mut c) = setup("postgrest", 10);
     c.batch_execute(
         "CREATE ROLE authenticated NOLOGIN;
-         GRANT EXECUTE ON FUNCTION employes_sync_trigger(text, text), employes_sync_wait(uuid, integer) TO authenticated;",
+         GRANT EXECUTE ON FUNCTION employes_sync_trigger(text, text, uuid), employes_sync_wait(uuid, integer) TO authenticated;",
     )
     .unwrap();
     // What PostgREST does for POST /rpc/employes_sync_trigger {"source": "manual"} with a JWT.

@@ -35,6 +35,9 @@ pub struct ClientConfig {
     pub backoff_max: Duration,
     /// The longest `Retry-After` honoured; a longer one is cut to this.
     pub retry_after_max: Duration,
+    /// How long one request may wait in all on 429s (throttling, not failure: it does not use
+    /// up `max_retries`).
+    pub throttle_max: Duration,
     pub per_page: u32,
 }
 
@@ -70,6 +73,7 @@ impl Default for ClientConfig {
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             retry_after_max: Duration::from_secs(300),
+            throttle_max: Duration::from_secs(600),
             per_page: 100,
         }
     }
@@ -140,6 +144,21 @@ impl Client {
             stop: Arc::new(AtomicBool::new(false)),
             seed: Arc::new(AtomicU64::new(seed)),
         })
+    }
+
+    /// A client of another company on the same account: it shares this client's rate limit
+    /// (the API limits the token, not the company) and stop flag, and counts its own requests.
+    pub fn for_company(&self, company_id: &str) -> Client {
+        let mut cfg = (*self.cfg).clone();
+        cfg.company_id = company_id.to_owned();
+        Client {
+            cfg: Arc::new(cfg),
+            agent: self.agent.clone(),
+            pacer: Arc::clone(&self.pacer),
+            counters: Arc::new(Counters::default()),
+            stop: Arc::clone(&self.stop),
+            seed: Arc::clone(&self.seed),
+        }
     }
 
     pub fn config(&self) -> &ClientConfig {

@@ -29,43 +29,55 @@ struct Answer {
 }
 
 impl Client {
-    /// GET with pacing and retries. `Ok(None)` is a 404.
+    /// GET with pacing and retries. `Ok(None)` is a 404. A 429 is the API asking us to wait:
+    /// it does not use up `max_retries` as a failure does; the waiting it asks for is bounded by
+    /// `throttle_max` instead.
     pub(super) fn get(&self, url: &str) -> Result<Option<Value>, ApiError> {
         let mut attempt = 0u32;
+        let mut failures = 0u32;
+        let mut throttled = Duration::ZERO;
         loop {
             attempt += 1;
             if !self.pacer.acquire(&self.stop) {
                 return Err(ApiError::Stopped);
             }
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
-            match self.attempt(url, attempt) {
+            let (error, retry_after) = match self.attempt(url, attempt) {
                 Attempt::Done(v) => return Ok(Some(v)),
                 Attempt::NotFound => return Ok(None),
                 Attempt::Fail(e) => return Err(e),
-                Attempt::Retry { error, retry_after } => {
-                    if attempt > self.cfg.max_retries {
-                        return Err(error);
-                    }
-                    let delay = match retry_after {
-                        Some(ra) => {
-                            let until = Instant::now() + ra;
-                            self.pacer.push_back(until);
-                            ra + self.jitter(Duration::from_millis(100))
-                        }
-                        None => {
-                            let exp = self
-                                .cfg
-                                .backoff_base
-                                .saturating_mul(1 << (attempt - 1).min(16));
-                            let capped = exp.min(self.cfg.backoff_max);
-                            capped / 2 + self.jitter(capped / 2)
-                        }
-                    };
-                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
-                    if !sleep_until(Instant::now() + delay, &self.stop) {
-                        return Err(ApiError::Stopped);
-                    }
+                Attempt::Retry { error, retry_after } => (error, retry_after),
+            };
+            let throttle = matches!(error, ApiError::Status { status: 429, .. });
+            if !throttle {
+                failures += 1;
+                if failures > self.cfg.max_retries {
+                    return Err(error);
                 }
+            }
+            let delay = match retry_after {
+                Some(ra) => ra + self.jitter(Duration::from_millis(100)),
+                None => {
+                    let exp = self
+                        .cfg
+                        .backoff_base
+                        .saturating_mul(1 << failures.saturating_sub(1).min(16));
+                    let capped = exp.min(self.cfg.backoff_max);
+                    capped / 2 + self.jitter(capped / 2)
+                }
+            };
+            if throttle {
+                throttled += delay;
+                if throttled > self.cfg.throttle_max {
+                    return Err(error);
+                }
+            }
+            if let Some(ra) = retry_after {
+                self.pacer.push_back(Instant::now() + ra);
+            }
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            if !sleep_until(Instant::now() + delay, &self.stop) {
+                return Err(ApiError::Stopped);
             }
         }
     }

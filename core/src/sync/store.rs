@@ -66,6 +66,30 @@ pub struct Progress {
     pub rejected: u64,
 }
 
+impl Progress {
+    /// The sum of two syncs' counters (the companies of one session).
+    pub fn plus(&self, o: &Progress) -> Progress {
+        let opt = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        };
+        Progress {
+            pages_total: opt(self.pages_total, o.pages_total),
+            pages_done: self.pages_done + o.pages_done,
+            employees_total: opt(self.employees_total, o.employees_total),
+            employees_done: self.employees_done + o.employees_done,
+            api_requests: self.api_requests + o.api_requests,
+            retries: self.retries + o.retries,
+            versions_written: self.versions_written + o.versions_written,
+            changes_detected: self.changes_detected + o.changes_detected,
+            errors: self.errors + o.errors,
+            deleted: self.deleted + o.deleted,
+            list_moved: self.list_moved + o.list_moved,
+            rejected: self.rejected + o.rejected,
+        }
+    }
+}
+
 /// The employee ids a list gave, kept as 64-bit keys: 8 bytes each whatever an id's length, so
 /// the set stays small for a large company. Two different ids sharing a key (about 1 in 10^9 at
 /// 100,000 employees) can only err on the safe side: the second looks like a duplicate (the

@@ -72,14 +72,33 @@ pub(super) fn positive(req: &Request, name: &str) -> Result<Option<usize>, Strin
     }
 }
 
+/// Which company a path names: its index (0 for the first), or 0 for a path naming none.
+fn company_of(path: &str, sh: &Shared) -> (usize, String) {
+    let named = path
+        .split('/')
+        .find(|s| !s.is_empty() && *s != "v4")
+        .unwrap_or("");
+    let first = lock(&sh.state).ds.company_id.clone();
+    if named == first {
+        return (0, first);
+    }
+    match lock(&sh.others)
+        .iter()
+        .position(|o| o.ds.company_id == named)
+    {
+        Some(k) => (k + 1, named.to_owned()),
+        None => (0, first),
+    }
+}
+
 pub(super) fn api(req: &Request, sh: &Shared) -> Response {
     let now = Instant::now();
-    let company = lock(&sh.state).ds.company_id.clone();
-    let r = route(&req.path, &company);
+    let (company, company_id) = company_of(&req.path, sh);
+    let r = route(&req.path, &company_id);
     let name = endpoint_name(&r);
     lock(&sh.stats).arrival(now);
 
-    let resp = api_answer(req, sh, &r);
+    let resp = api_answer(req, sh, &r, company, &company_id);
 
     let (latency, jitter) = *lock(&sh.latency);
     let extra = if jitter > 0 {
@@ -98,7 +117,13 @@ pub(super) fn api(req: &Request, sh: &Shared) -> Response {
     resp
 }
 
-pub(super) fn api_answer(req: &Request, sh: &Shared, r: &Route) -> Response {
+pub(super) fn api_answer(
+    req: &Request,
+    sh: &Shared,
+    r: &Route,
+    company: usize,
+    company_id: &str,
+) -> Response {
     if let Err(secs) = lock(&sh.limiter).take(Instant::now()) {
         lock(&sh.stats).stats.rate_limited += 1;
         let mut resp = Response::message(429, "Too Many Requests");
@@ -116,7 +141,11 @@ pub(super) fn api_answer(req: &Request, sh: &Shared, r: &Route) -> Response {
             "Invalid key=value pair (missing equal-sign) in Authorization header",
         );
     };
-    if token != sh.token {
+    let expected = lock(&sh.company_tokens)
+        .get(company_id)
+        .cloned()
+        .unwrap_or_else(|| sh.token.clone());
+    if token != expected {
         return Response::message(401, "Unauthorized");
     }
 
@@ -132,6 +161,7 @@ pub(super) fn api_answer(req: &Request, sh: &Shared, r: &Route) -> Response {
         _ => None,
     };
     let target = Target {
+        company_id,
         endpoint,
         page,
         employee_id,
@@ -163,7 +193,7 @@ pub(super) fn api_answer(req: &Request, sh: &Shared, r: &Route) -> Response {
             return resp;
         }
         Some(FaultAction::Truncate) => {
-            let mut resp = answer(req, sh, r);
+            let mut resp = answer(req, sh, r, company);
             resp.status = 200;
             resp.delivery = Delivery::Truncate;
             return resp;
@@ -180,16 +210,30 @@ pub(super) fn api_answer(req: &Request, sh: &Shared, r: &Route) -> Response {
             return resp;
         }
     }
-    answer(req, sh, r)
+    answer(req, sh, r, company)
 }
 
 /// The normal answer of an authenticated API request.
-pub(super) fn answer(req: &Request, sh: &Shared, r: &Route) -> Response {
+pub(super) fn answer(req: &Request, sh: &Shared, r: &Route, company: usize) -> Response {
     if !matches!(r, Route::NotFound | Route::OtherCompany) && req.method != "GET" {
         return Response::message(405, "Method Not Allowed");
     }
+    if company > 0 {
+        let mut others = lock(&sh.others);
+        return answer_in(req, sh, r, &mut others[company - 1].ds, false);
+    }
     let mut st = lock(&sh.state);
-    let ds = &st.ds;
+    answer_in(req, sh, r, &mut st.ds, true)
+}
+
+/// The answer from one company's dataset; list moves apply to the first company's list.
+fn answer_in(
+    req: &Request,
+    sh: &Shared,
+    r: &Route,
+    ds: &mut crate::data::Dataset,
+    moves: bool,
+) -> Response {
     match r {
         Route::NotFound => Response::message(404, "Not found"),
         Route::OtherCompany | Route::Forbidden => Response::message(403, "Forbidden"),
@@ -231,7 +275,9 @@ pub(super) fn answer(req: &Request, sh: &Shared, r: &Route) -> Response {
                 200,
                 &json!({ "data": data, "pages": pages, "total": total }),
             );
-            apply_list_moves(sh, &mut st.ds, page);
+            if moves {
+                apply_list_moves(sh, ds, page);
+            }
             resp
         }
     }

@@ -34,6 +34,11 @@ pub(super) fn control(req: &Request, sh: &Shared) -> Response {
             Ok(None) => Response::message(400, "a list move body is required"),
             Err(r) => r,
         },
+        ("GET", "/_sim/companies") => {
+            let mut ids = vec![lock(&sh.state).ds.company_id.clone()];
+            ids.extend(lock(&sh.others).iter().map(|o| o.ds.company_id.clone()));
+            Response::json(200, &json!(ids))
+        }
         ("GET", "/_sim/list_move") => Response::json(200, &json!(lock(&sh.list_moves).1)),
         ("GET", "/_sim/faults") => Response::json(200, &json!(lock(&sh.faults).rules())),
         ("POST", "/_sim/faults") => match parse_body::<Vec<FaultRule>>(req) {
@@ -78,6 +83,15 @@ pub(super) fn control(req: &Request, sh: &Shared) -> Response {
                 if let Some(j) = v.get("jitter_ms").and_then(Value::as_u64) {
                     lat.1 = j;
                 }
+                if let Some(tokens) = v.get("company_tokens").and_then(Value::as_object) {
+                    let mut own = lock(&sh.company_tokens);
+                    for (company, token) in tokens {
+                        match token.as_str() {
+                            Some(t) => own.insert(company.clone(), t.to_owned()),
+                            None => own.remove(company),
+                        };
+                    }
+                }
                 ok()
             }
             Err(r) => r,
@@ -85,7 +99,7 @@ pub(super) fn control(req: &Request, sh: &Shared) -> Response {
         (
             _,
             "/_sim/advance" | "/_sim/faults" | "/_sim/stats" | "/_sim/stats/reset" | "/_sim/reset"
-            | "/_sim/dump" | "/_sim/load" | "/_sim/config" | "/_sim/list_move",
+            | "/_sim/dump" | "/_sim/load" | "/_sim/config" | "/_sim/list_move" | "/_sim/companies",
         ) => Response::message(405, "Method Not Allowed"),
         _ => Response::message(404, "Not found"),
     }
