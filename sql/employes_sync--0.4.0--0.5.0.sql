@@ -761,7 +761,18 @@ BEGIN
                                                 WHERE r.company_id = c.company_id AND r.kind = 'employee' AND r.valid_to IS NULL),
                           'last_session_id', c.last_session_id, 'last_status', c.last_status,
                           'last_completed_at', c.last_completed_at,
-                          'last_error', employes_sync_mask_settings(c.last_error))
+                          'last_error', employes_sync_mask_settings(c.last_error),
+                          -- counts and progress of its last (or running) sync
+                          'last_counts', (SELECT jsonb_build_object(
+                                               'pages_done', sc.pages_done, 'pages_total', sc.pages_total,
+                                               'employees_done', sc.employees_done, 'employees_total', sc.employees_total,
+                                               'api_requests', sc.api_requests, 'retries', sc.retries,
+                                               'versions_written', sc.versions_written,
+                                               'changes_detected', sc.changes_detected,
+                                               'employees_deleted', sc.employees_deleted, 'list_moved', sc.list_moved,
+                                               'records_rejected', sc.records_rejected, 'errors', sc.errors)
+                                            FROM employes_sync_session_companies sc
+                                           WHERE sc.session_id = c.last_session_id AND sc.company_id = c.company_id))
                           ORDER BY c.added_at, c.company_id), '[]'::jsonb)
                         FROM employes_sync_companies c WHERE NOT c.removed),
         'employees_synced', (SELECT count(*) FROM employes_raw_data WHERE kind = 'employee' AND valid_to IS NULL),
@@ -770,7 +781,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION employes_sync_status() IS
-    'Everything a "Sync now" panel shows, as jsonb: state (never, syncing, current, outdated = last completed sync older than the schedule''s interval or 6 hours when unscheduled, error = the last sync that ran to an end failed or was partial), standby, last_session (worker_gone: ended because its worker is gone, not yet recorded), last_success_at, running_session with progress_percent, companies (each with its last sync''s status and error), employees_synced, changes_24h, scheduler (employes_sync_scheduler_status()). Reads only: works in a read-only transaction and on a standby.';
+    'Everything a "Sync now" panel shows, as jsonb: state (never, syncing, current, outdated = last completed sync older than the schedule''s interval or 6 hours when unscheduled, error = the last sync that ran to an end failed or was partial), standby, last_session (worker_gone: ended because its worker is gone, not yet recorded), last_success_at, running_session with progress_percent, companies (each with its last or running sync''s status, error, counts and progress), employees_synced, changes_24h, scheduler (employes_sync_scheduler_status()). Reads only: works in a read-only transaction and on a standby.';
 
 -- ---------------------------------------------------------------------------------------
 -- The companies (Employes administrations) a database syncs. One trigger syncs every enabled

@@ -76,20 +76,10 @@ pub(super) fn wait_for_creator(session: &str, xid: &str) -> bool {
     }
 }
 
-/// The progress columns a worker keeps current ($1 = the session).
-macro_rules! progress_set {
-    () => {
-        "pages_total = $2, pages_done = $3, employees_total = $4, employees_done = $5, api_requests = $6,
+/// The progress columns of a session's last write ($1 = the session).
+const PROGRESS_SET: &str = "pages_total = $2, pages_done = $3, employees_total = $4, employees_done = $5, api_requests = $6,
     retries = $7, versions_written = $8, changes_detected = $9, errors = $10, employees_deleted = $11, list_moved = $12,
-    records_rejected = $13, heartbeat_at = clock_timestamp()"
-    };
-}
-const PROGRESS_SET: &str = progress_set!();
-const PROGRESS: &str = concat!(
-    "UPDATE employes_sync_sessions SET ",
-    progress_set!(),
-    " WHERE id = $1::uuid"
-);
+    records_rejected = $13, heartbeat_at = clock_timestamp()";
 
 fn clamp(v: u64) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)
@@ -123,22 +113,25 @@ pub(super) struct Ledger {
     pub(super) before: Progress,
 }
 
+/// The session's totals ($1, $3..$14) and the company's own counters ($2, $15..$26) in one
+/// statement: a progress write costs one statement, as it did before there were companies.
 const COMPANY_PROGRESS: &str = "
-UPDATE employes_sync_session_companies SET pages_total = $3, pages_done = $4, employees_total = $5,
-       employees_done = $6, api_requests = $7, retries = $8, versions_written = $9, changes_detected = $10,
-       errors = $11, employees_deleted = $12, list_moved = $13, records_rejected = $14
+WITH totals AS (
+    UPDATE employes_sync_sessions SET pages_total = $3, pages_done = $4, employees_total = $5, employees_done = $6,
+           api_requests = $7, retries = $8, versions_written = $9, changes_detected = $10, errors = $11,
+           employees_deleted = $12, list_moved = $13, records_rejected = $14, heartbeat_at = clock_timestamp()
+     WHERE id = $1::uuid)
+UPDATE employes_sync_session_companies SET pages_total = $15, pages_done = $16, employees_total = $17,
+       employees_done = $18, api_requests = $19, retries = $20, versions_written = $21, changes_detected = $22,
+       errors = $23, employees_deleted = $24, list_moved = $25, records_rejected = $26
  WHERE session_id = $1::uuid AND company_id = $2::uuid";
 
 impl Ledger {
-    /// Records the company's progress `p`, in the caller's transaction.
+    /// Records the company's progress `p` and the session's totals, in the caller's transaction.
     pub(super) fn write(&self, p: &Progress) -> Result<(), StoreError> {
-        exec(
-            PROGRESS,
-            &progress_args(&self.session, &self.before.plus(p)),
-            |_| Ok(()),
-        )?;
-        let mut args = progress_args(&self.session, p);
+        let mut args = progress_args(&self.session, &self.before.plus(p));
         args.insert(1, self.company.clone().into());
+        args.extend(progress_args(&self.session, p).into_iter().skip(1));
         exec(COMPANY_PROGRESS, &args, |_| Ok(()))
     }
 

@@ -197,6 +197,18 @@ fn two_companies_share_one_token_and_its_rate_limit_and_one_failing_deletes_nobo
         listed,
         [(a.as_str(), "completed"), (b.as_str(), "completed")]
     );
+    for (x, part) in panel["companies"].as_array().unwrap().iter().zip(&p) {
+        assert_eq!(
+            x["last_counts"]["versions_written"], part.versions_written,
+            "{x}"
+        );
+        assert_eq!(x["last_counts"]["api_requests"], part.api_requests, "{x}");
+        assert_eq!(
+            x["employees_synced"],
+            current_of(&mut c, &part.company),
+            "{x}"
+        );
+    }
 
     // Company B's API answers 500 for everything: A's sync completes, B's fails, nobody of
     // either is marked deleted.
