@@ -1,12 +1,14 @@
 -- employes_sync: grants for Supabase's roles (README, "Security and grants").
 -- Run as a superuser (or the extension's owner) in the database of the extension, with the
 -- extension's schema in search_path (SET search_path = extensions, public; when it lives in
--- `extensions`). Idempotent: run it again after ALTER EXTENSION ... UPDATE.
+-- `extensions`). Idempotent: run it again after ALTER EXTENSION ... UPDATE, and after a restore
+-- (pg_dump keeps the grants but not the row level security of an extension's tables).
 --   anon           nothing
 --   authenticated  start a sync and read the status panel (no data)
---   service_role   the functions of syncs and schedules, and SELECT on the data, the ledger
---                  and the companies (not their management, not their tokens)
--- Row level security on employes_raw_data and employes_changes: only service_role has a
+--   service_role   the functions of syncs and schedules, and SELECT on the data, the ledger,
+--                  the events and the companies (not their management, not their tokens, not
+--                  webhooks)
+-- Row level security on employes_raw_data, employes_changes and employes_events: only service_role has a
 -- policy, so a later GRANT SELECT to another role shows it no row until you write a policy.
 BEGIN;
 
@@ -51,8 +53,10 @@ GRANT EXECUTE ON FUNCTION employes_sync_trigger(text, text, uuid), employes_sync
   TO service_role;
 GRANT SELECT ON employes_sync_sessions, employes_sync_logs, employes_raw_data, employes_changes,
                 employes_timeline, employes_current, employes_recent_changes,
-                employes_sync_session_companies, employes_sync_companies
+                employes_sync_session_companies, employes_sync_companies, employes_events
   TO service_role;
+GRANT EXECUTE ON FUNCTION employes_events_since(bigint, integer) TO service_role;
+-- Webhooks (their URLs and secrets) are managed by the database's admin, like companies.
 -- Companies and their tokens are managed by the database's admin (a superuser), not by a key an
 -- app holds: employes_sync_add_company and the others stay revoked. The view shows whether a
 -- company has a token of its own, never the token.
@@ -65,5 +69,8 @@ DROP POLICY IF EXISTS employes_raw_data_service_role ON employes_raw_data;
 CREATE POLICY employes_raw_data_service_role ON employes_raw_data FOR SELECT TO service_role USING (true);
 DROP POLICY IF EXISTS employes_changes_service_role ON employes_changes;
 CREATE POLICY employes_changes_service_role ON employes_changes FOR SELECT TO service_role USING (true);
+-- (employes_events has row level security on from its creation.)
+DROP POLICY IF EXISTS employes_events_service_role ON employes_events;
+CREATE POLICY employes_events_service_role ON employes_events FOR SELECT TO service_role USING (true);
 
 COMMIT;

@@ -23,7 +23,7 @@ fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
-packages=(postgresql-15 postgresql-server-dev-15 postgresql-15-cron libclang-dev sudo curl jq build-essential pkg-config)
+packages=(postgresql-15 postgresql-server-dev-15 postgresql-15-cron libclang-dev sudo curl jq build-essential pkg-config python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -69,7 +69,13 @@ BEGIN
            SET status = 'error', completed_at = clock_timestamp(), errors = s.errors + 1, error = stale.reason
           FROM stale
          WHERE s.id = stale.id AND stale.reason IS NOT NULL AND s.status IN ('queued', 'running')
-        RETURNING s.id, s.error)
+        RETURNING s.id, s.error
+    ), parts AS (
+        -- and the part of the company it was syncing
+        UPDATE employes_sync_session_companies sc
+           SET status = 'error', completed_at = clock_timestamp(), errors = sc.errors + 1, error = dead.error
+          FROM dead
+         WHERE sc.session_id = dead.id AND sc.status = 'running')
     INSERT INTO employes_sync_logs (session_id, level, step, message)
     SELECT id, 'error', 'recovery', error FROM dead;
     GET DIAGNOSTICS n = ROW_COUNT;
@@ -77,7 +83,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION employes_sync_reap_stale() IS
-    'Marks queued/running sessions that have no live worker on this server as error, with the reason (employes_sync_session_stale_reason). Called by the watchdog, every trigger and every wait; does nothing on a standby or in a read-only transaction.';
+    'Marks queued/running sessions that have no live worker on this server as error (and the company each was syncing), with the reason (employes_sync_session_stale_reason). Called by the watchdog, every trigger and every wait; does nothing on a standby or in a read-only transaction.';
 
 CREATE FUNCTION employes_sync_trigger(source text DEFAULT 'manual', triggered_by text DEFAULT NULL,
                                       company_id uuid DEFAULT NULL)

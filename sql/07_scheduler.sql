@@ -315,13 +315,24 @@ BEGIN
                                            WHERE sc.session_id = c.last_session_id AND sc.company_id = c.company_id))
                           ORDER BY c.added_at, c.company_id), '[]'::jsonb)
                         FROM employes_sync_companies c WHERE NOT c.removed),
+        'last_event_id', (SELECT max(id) FROM employes_events),
+        'webhooks', (SELECT jsonb_build_object(
+                         'subscriptions', count(DISTINCT s.id),
+                         'pending', count(d.id) FILTER (WHERE d.status = 'pending'),
+                         'failing', count(d.id) FILTER (WHERE d.status = 'pending' AND d.attempts > 0),
+                         'failed', count(d.id) FILTER (WHERE d.status = 'failed'),
+                         'dead', count(d.id) FILTER (WHERE d.status = 'dead'),
+                         'oldest_pending_at', min(d.created_at) FILTER (WHERE d.status = 'pending'))
+                       FROM employes_webhook_subscriptions s
+                       LEFT JOIN employes_webhook_deliveries d ON d.subscription_id = s.id
+                      WHERE s.unsubscribed_at IS NULL),
         'employees_synced', (SELECT count(*) FROM employes_raw_data WHERE kind = 'employee' AND valid_to IS NULL),
         'changes_24h', (SELECT count(*) FROM employes_changes WHERE detected_at > clock_timestamp() - interval '24 hours'),
         'scheduler', scheduler);
 END
 $$;
 COMMENT ON FUNCTION employes_sync_status() IS
-    'Everything a "Sync now" panel shows, as jsonb: state (never, syncing, current, outdated = last completed sync older than the schedule''s interval or 6 hours when unscheduled, error = the last sync that ran to an end failed or was partial), standby, last_session (worker_gone: ended because its worker is gone, not yet recorded), last_success_at, running_session with progress_percent, companies (each with its last or running sync''s status, error, counts and progress), employees_synced, changes_24h, scheduler (employes_sync_scheduler_status()). Reads only: works in a read-only transaction and on a standby.';
+    'Everything a "Sync now" panel shows, as jsonb: state (never, syncing, current, outdated = last completed sync older than the schedule''s interval or 6 hours when unscheduled, error = the last sync that ran to an end failed or was partial), standby, last_session (worker_gone: ended because its worker is gone, not yet recorded), last_success_at, running_session with progress_percent, companies (each with its last or running sync''s status, error, counts and progress), last_event_id, webhooks (active subscriptions; pending, failing, failed and dead deliveries), employees_synced, changes_24h, scheduler (employes_sync_scheduler_status()). Reads only: works in a read-only transaction and on a standby.';
 
 COMMENT ON FUNCTION employes_sync_cron_check(text) IS
     'Validates a 5-field cron expression as pg_cron 1.4 runs it and returns it normalised; SQLSTATE 22023 saying what is wrong.';

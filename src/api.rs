@@ -52,6 +52,27 @@ fn employes_sync_instance() -> Option<String> {
     }
 }
 
+/// A new Standard Webhooks signing secret: `whsec_` + base64 of 32 random bytes.
+#[pg_extern(volatile, parallel_safe)]
+fn employes_webhook_new_secret() -> String {
+    match employes_sync_core::webhook::new_secret() {
+        Ok(secret) => secret,
+        Err(e) => {
+            pgrx::ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_SYSTEM_ERROR,
+                format!("cannot make a webhook secret: {e}")
+            );
+        }
+    }
+}
+
+/// Whether `secret` is a Standard Webhooks secret: `whsec_` + base64 of 24 to 64 bytes.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn employes_webhook_secret_ok(secret: &str) -> bool {
+    employes_sync_core::webhook::secret_key(secret).is_some()
+}
+
 /// An Employes date (`YYYY-MM-DD`, then anything such as `T00:00:00`) as a date, read exactly as
 /// the sync reads effective dates (`model::parse_api_date`); NULL for null, the `0001-01-01`
 /// sentinel, an impossible date such as 2025-02-30 and anything else. Never an error, so a bad
@@ -187,9 +208,12 @@ mod tests {
         assert_eq!(
             dumped.as_deref(),
             Some(
-                "employes_changes employes_changes_id_seq employes_raw_data employes_raw_data_id_seq \
+                "employes_changes employes_changes_id_seq employes_events employes_events_id_seq \
+                 employes_raw_data employes_raw_data_id_seq \
                  employes_sync_company_settings employes_sync_logs employes_sync_logs_id_seq \
-                 employes_sync_session_companies employes_sync_sessions employes_timeline"
+                 employes_sync_session_companies employes_sync_sessions employes_timeline \
+                 employes_webhook_deliveries employes_webhook_deliveries_id_seq \
+                 employes_webhook_subscriptions"
             )
         );
         assert_eq!(members, dumped);

@@ -24,6 +24,9 @@ pub static PER_PAGE: GucSetting<i32> = GucSetting::<i32>::new(100);
 pub static LOG_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
 pub static RETRY_AFTER_MAX_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(300);
 pub static THROTTLE_MAX_WAIT_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(600);
+pub static WEBHOOK_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(13);
+pub static WEBHOOK_BACKOFF_BASE_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
+pub static WEBHOOK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 
 pub fn init() {
     unsafe {
@@ -87,7 +90,7 @@ pub fn init() {
         i32,
         GucFlags,
     );
-    let ints: [IntGuc; 8] = [
+    let ints: [IntGuc; 11] = [
         (c"employes_sync.connect_timeout_ms", c"Timeout to connect to the API.", &CONNECT_TIMEOUT_MS, 100, 600_000, GucFlags::UNIT_MS),
         (c"employes_sync.request_timeout_ms", c"Timeout of one API request, body included.", &REQUEST_TIMEOUT_MS, 100, 3_600_000, GucFlags::UNIT_MS),
         (c"employes_sync.max_retries", c"Retries of a request after 429, 5xx, timeouts and resets.", &MAX_RETRIES, 0, 20, GucFlags::default()),
@@ -95,7 +98,10 @@ pub fn init() {
         (c"employes_sync.per_page", c"Employees per list page requested (the API caps it at 100).", &PER_PAGE, 1, 100, GucFlags::default()),
         (c"employes_sync.retry_after_max_seconds", c"Longest wait a 429's Retry-After (seconds or an HTTP date) is honoured for; a longer one is cut to this.", &RETRY_AFTER_MAX_SECONDS, 1, 86_400, GucFlags::UNIT_S),
         (c"employes_sync.throttle_max_wait_seconds", c"Longest a request waits in all on 429s: throttling does not use up max_retries, this bounds it instead.", &THROTTLE_MAX_WAIT_SECONDS, 1, 86_400, GucFlags::UNIT_S),
-        (c"employes_sync.log_retention_days", c"Days employes_sync_logs rows are kept (0 = forever); history tables are never pruned.", &LOG_RETENTION_DAYS, 0, 36_500, GucFlags::default()),
+        (c"employes_sync.log_retention_days", c"Days employes_sync_logs rows (and finished webhook deliveries) are kept (0 = forever); history tables are never pruned.", &LOG_RETENTION_DAYS, 0, 36_500, GucFlags::default()),
+        (c"employes_sync.webhook_max_attempts", c"Attempts of a webhook delivery before it is dead (the default, with a 60 s base, spans more than a day).", &WEBHOOK_MAX_ATTEMPTS, 1, 100, GucFlags::default()),
+        (c"employes_sync.webhook_backoff_base_ms", c"Wait before a webhook delivery's second attempt; doubled for each further one, at most 6 hours, plus up to a quarter at random.", &WEBHOOK_BACKOFF_BASE_MS, 10, 3_600_000, GucFlags::UNIT_MS),
+        (c"employes_sync.webhook_timeout_ms", c"Timeout of one webhook POST, answer included.", &WEBHOOK_TIMEOUT_MS, 100, 300_000, GucFlags::UNIT_MS),
     ];
     for (name, short, setting, min, max, flags) in ints {
         GucRegistry::define_int_guc(
@@ -219,7 +225,8 @@ static mut PREV_EMIT_LOG_HOOK: pg_sys::emit_log_hook_type = None;
 /// parameters in the detail. The hook (installed from `shared_preload_libraries`, so it runs in
 /// the postmaster too) masks the setting's token in every message and detail, and of a statement
 /// that may carry a token (one naming the setting or a function that takes a company's token)
-/// hides the text, its parameters and the `STATEMENT:` line of any report about it.
+/// hides the text, its parameters and the `STATEMENT:` line of any report about it; so of a
+/// statement that subscribes a webhook (it may carry the signing secret).
 pub fn install_log_redaction() {
     unsafe {
         PREV_EMIT_LOG_HOOK = pg_sys::emit_log_hook;
@@ -227,11 +234,12 @@ pub fn install_log_redaction() {
     }
 }
 
-/// What a statement that may carry a token names.
-const CARRIES_TOKEN: [&str; 3] = [
+/// What a statement that may carry a token (or a webhook's signing secret) names.
+const CARRIES_TOKEN: [&str; 4] = [
     "employes_sync.api_token",
     "employes_sync_add_company",
     "employes_sync_set_company_token",
+    "employes_webhook_subscribe",
 ];
 
 fn carries_token(text: &str) -> bool {
@@ -258,10 +266,16 @@ fn redacted(text: &str, token: &str, secret_statement: bool) -> Option<String> {
         return Some("parameter \"employes_sync.api_token\" changed to \"********\"".to_owned());
     }
     if logs_statement(text) && (secret_statement || carries_token(text) || text.contains(token)) {
-        return Some("statement: (not logged: it may carry an Employes API token)".to_owned());
+        return Some(
+            "statement: (not logged: it may carry an Employes API token or a webhook secret)"
+                .to_owned(),
+        );
     }
     if secret_statement && text.starts_with("parameters: ") {
-        return Some("parameters: (not logged: they may carry an Employes API token)".to_owned());
+        return Some(
+            "parameters: (not logged: they may carry an Employes API token or a webhook secret)"
+                .to_owned(),
+        );
     }
     text.contains(token)
         .then(|| text.replace(token, "********"))
@@ -325,7 +339,10 @@ mod tests {
 
     #[test]
     fn statements_that_may_carry_a_token_are_not_logged() {
-        let hidden = Some("statement: (not logged: it may carry an Employes API token)".to_owned());
+        let hidden = Some(
+            "statement: (not logged: it may carry an Employes API token or a webhook secret)"
+                .to_owned(),
+        );
         for text in [
             "statement: SELECT employes_sync_add_company('5f1c6a4e-1c1f-4b8e-9a53-2b7d3f0e9a11', 'A', 'tok-123456')",
             "statement: select EMPLOYES_SYNC_SET_COMPANY_TOKEN($1, $2)",
@@ -333,12 +350,13 @@ mod tests {
             "duration: 1.234 ms  statement: ALTER SYSTEM SET employes_sync.api_token = 'abc'",
             "duration: 0.5 ms  execute s1: SELECT employes_sync_set_company_token($1, $2)",
             "statement: SELECT 'the-setting-token'",
+            "statement: SELECT * FROM employes_webhook_subscribe('https://x.example', NULL, 'whsec_abc')",
         ] {
             assert_eq!(redacted(text, "the-setting-token", false), hidden, "{text}");
         }
         assert_eq!(
             redacted("parameters: $1 = 'x', $2 = 'tok-123456'", "zzzz", true).as_deref(),
-            Some("parameters: (not logged: they may carry an Employes API token)")
+            Some("parameters: (not logged: they may carry an Employes API token or a webhook secret)")
         );
         // Anything else is left alone, but for the setting's token.
         assert_eq!(

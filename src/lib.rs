@@ -66,9 +66,18 @@ extension_sql_file!(
     requires = ["scheduler"]
 );
 extension_sql_file!(
-    "../sql/09_privileges.sql",
+    "../sql/09_events.sql",
+    name = "events",
+    requires = [
+        "companies",
+        api::employes_webhook_new_secret,
+        api::employes_webhook_secret_ok
+    ]
+);
+extension_sql_file!(
+    "../sql/10_privileges.sql",
     name = "privileges",
-    requires = ["companies"]
+    requires = ["events"]
 );
 
 #[pg_guard]
@@ -76,6 +85,7 @@ pub extern "C-unwind" fn _PG_init() {
     guc::init();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         worker::register_watchdog();
+        worker::register_webhook_worker();
         guc::install_log_redaction();
     }
 }

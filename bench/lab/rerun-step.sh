@@ -42,6 +42,11 @@ UPDATE employes_raw_data SET valid_to = NULL, closed_session_id = NULL
 SET LOCAL session_replication_role = origin;
 SELECT employes_timeline_refresh((SELECT array_agg(employee_id) FROM touched)) \g /dev/null
 DELETE FROM employes_sync_logs WHERE session_id IN (SELECT id FROM last_session);
+DO $$ BEGIN  -- its events (0.6.0 on)
+  IF to_regclass('employes_events') IS NOT NULL THEN
+    DELETE FROM employes_events WHERE session_id IN (SELECT id FROM last_session);
+  END IF;
+END $$;
 DELETE FROM employes_sync_sessions WHERE id IN (SELECT id FROM last_session);
 COMMIT;
 VACUUM ANALYZE;

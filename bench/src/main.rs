@@ -6,7 +6,8 @@
 //!   worker CPU and rows written;
 //! - peer: the same records and the same 1% change applied with `dbt snapshot` (check strategy);
 //! - memory: the worker's peak RSS (VmHWM) at both sizes;
-//! - trigger latency: `employes_sync_trigger` with 20 concurrent callers joining a running sync.
+//! - trigger latency: `employes_sync_trigger` with 20 concurrent callers joining a running sync;
+//! - webhook throughput (`--webhooks=N`, printed only): events per second to one subscriber.
 //!
 //! Run it with `./bench/run.sh [--quick]` (installs a release build into the PostgreSQL copy named by
 //! `EMPLOYES_SYNC_PG_BIN`, prepares dbt, writes bench/results.md).
@@ -30,6 +31,7 @@ use employes_sync_e2e::{wait_until, Client, Cluster};
 use serde_json::Value;
 
 mod replay;
+mod webhooks;
 use replay::Replay;
 
 const PER_PAGE: usize = 100;
@@ -112,6 +114,14 @@ fn main() {
     if trigger_only {
         let md = trigger_section(&cluster, &mut c, &sizes);
         println!("{md}");
+        return;
+    }
+    // Webhook delivery only (printed): --webhooks=EMPLOYEES.
+    if let Some(n) = std::env::args().find_map(|a| {
+        a.strip_prefix("--webhooks=")
+            .map(|v| v.parse::<usize>().expect("--webhooks=EMPLOYEES"))
+    }) {
+        println!("{out}{}", webhooks::section(&cluster, &mut c, n, 5));
         return;
     }
     if let Some(apply) = apply_only {
@@ -212,6 +222,8 @@ fn reset_db(c: &mut Client) {
         "DELETE FROM employes_raw_data",
         "DELETE FROM employes_sync_logs",
         "DELETE FROM employes_sync_session_companies",
+        "DELETE FROM employes_webhook_deliveries",
+        "DELETE FROM employes_events",
         "DELETE FROM employes_sync_sessions",
         "RESET session_replication_role",
         "DELETE FROM employes_timeline",
@@ -219,6 +231,7 @@ fn reset_db(c: &mut Client) {
         "VACUUM ANALYZE employes_changes",
         "VACUUM ANALYZE employes_sync_sessions",
         "VACUUM ANALYZE employes_sync_logs",
+        "VACUUM ANALYZE employes_events",
     ] {
         c.batch_execute(sql).unwrap();
     }

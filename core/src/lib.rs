@@ -1,5 +1,6 @@
 //! Everything employes_sync does that needs no Postgres: canonical hashing, field-level diffs,
-//! change classification, cron schedules, and the Employes API client with its fetch pipeline.
+//! change classification, cron schedules, the Employes API client with its fetch pipeline, and
+//! signed webhook deliveries.
 //! The extension crate only binds these to SQL, SPI and the background worker.
 
 pub mod canonical;
@@ -13,3 +14,4 @@ pub mod sync;
 pub mod text;
 pub mod timeline;
 pub mod versions;
+pub mod webhook;

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 
 use pgrx::datum::DatumWithOid;
-use pgrx::prelude::*;
 use serde_json::Value;
 
 use employes_sync_core::model::{ChangeType, Kind};
@@ -51,7 +50,23 @@ WITH v AS (
     SELECT $2::uuid, c.employee_id, $1, c.change_type, c.field_path, c.old_value::jsonb, c.new_value::jsonb,
            c.effective_date::date, now(), c.raw_from_id, ins.id, $15::uuid
       FROM c JOIN ins ON ins.employee_id = c.employee_id
-    RETURNING 1
+    RETURNING id, employee_id, change_type, field_path, old_value, new_value, effective_date, raw_from_id, raw_to_id
+), evt AS (
+    -- One event per employee per change type per version transition, with every change it
+    -- groups (the caller holds employes_events_lock()).
+    INSERT INTO employes_events (company_id, session_id, employee_id, event_type, data)
+    SELECT $15::uuid, $2::uuid, g.employee_id, employes_events_type_of(g.change_type), g.data
+      FROM (SELECT chg.employee_id, chg.change_type,
+                   jsonb_build_object('kind', $1::text, 'raw_from_id', chg.raw_from_id, 'raw_to_id', chg.raw_to_id,
+                                      'effective_date', min(chg.effective_date),
+                                      'changes', jsonb_agg(jsonb_build_object(
+                                          'change_id', chg.id, 'field_path', chg.field_path,
+                                          'old_value', chg.old_value, 'new_value', chg.new_value,
+                                          'effective_date', chg.effective_date) ORDER BY chg.id)) AS data
+              FROM chg
+             GROUP BY chg.employee_id, chg.change_type, chg.raw_from_id, chg.raw_to_id) g
+     ORDER BY g.employee_id, g.change_type
+    RETURNING id
 ), src AS (
     -- What the foreign-key triggers would check for each change, in one pass: the versions the
     -- changes start from exist (src) and so does the session (ses), each locked so that it
@@ -66,17 +81,19 @@ WITH v AS (
 )
 SELECT (SELECT count(*) FROM ins)::bigint, (SELECT count(*) FROM chg)::bigint,
        (SELECT count(DISTINCT c.raw_from_id) FROM c)::bigint, (SELECT count(*) FROM src)::bigint,
-       (SELECT count(*) FROM lck)::bigint, (SELECT count(*) FROM ses)::bigint";
+       (SELECT count(*) FROM lck)::bigint, (SELECT count(*) FROM ses)::bigint,
+       (SELECT min(id) FROM evt), (SELECT max(id) FROM evt)";
 
-/// Writes new versions and their changes in one statement and checks what it wrote: every
-/// version and change written (none dropped by the join), every version a change starts from
-/// still there, the session still there. Any failure is an error: the caller's transaction is
-/// then rolled back whole.
+/// Writes new versions, their changes and their events in one statement and checks what it
+/// wrote: every version and change written (none dropped by the join), every version a change
+/// starts from still there, the session still there. Any failure is an error: the caller's
+/// transaction is then rolled back whole. The events written are added to `events`.
 pub(crate) fn write_versions(
     kind: Kind,
     session: &str,
     company: &str,
     plan: &[versions::NewVersion],
+    events: &EventIds,
 ) -> Result<ApplyStats, StoreError> {
     let changes = ChangeColumns::of(plan);
     let n_versions = plan.len() as i64;
@@ -109,14 +126,15 @@ pub(crate) fn write_versions(
         to_lock.into(),
         company.to_owned().into(),
     ];
-    let [versions, written, sources, found, locked, sessions] = exec(WRITE, &args, |t| {
-        let row = t.first();
-        let mut out = [0i64; 6];
-        for (i, v) in out.iter_mut().enumerate() {
-            *v = row.get::<i64>(i + 1).map_err(spi_err)?.unwrap_or(0);
-        }
-        Ok(out)
-    })?;
+    let [versions, written, sources, found, locked, sessions, first_event, last_event] =
+        exec(WRITE, &args, |t| {
+            let row = t.first();
+            let mut out = [0i64; 8];
+            for (i, v) in out.iter_mut().enumerate() {
+                *v = row.get::<i64>(i + 1).map_err(spi_err)?.unwrap_or(0);
+            }
+            Ok(out)
+        })?;
     let kind = kind.as_str();
     if sessions != 1 {
         return Err(format!("session {session} no longer exists: nothing written").into());
@@ -128,6 +146,10 @@ pub(crate) fn write_versions(
     if versions != n_versions || written != n_changes {
         return Err(format!("wrote {versions} of {n_versions} {kind} versions and {written} of {n_changes} changes: nothing written").into());
     }
+    if written > 0 && first_event == 0 {
+        return Err(format!("wrote {written} {kind} changes but no event: nothing written").into());
+    }
+    events.add(first_event, last_event);
     Ok(ApplyStats {
         versions_written: versions as u64,
         changes_detected: written as u64,
@@ -186,9 +208,21 @@ WITH gone AS (
     INSERT INTO employes_changes (session_id, employee_id, kind, change_type, field_path, old_value, detected_at, raw_from_id,
                                   company_id)
     SELECT $2::uuid, employee_id, kind, 'deleted', '$', payload, now(), id, $3::uuid FROM gone
-    RETURNING 1
+    RETURNING id, employee_id, kind, old_value, raw_from_id
+), evt AS (
+    -- One employee.deleted event per employee and kind (the caller holds employes_events_lock()).
+    INSERT INTO employes_events (company_id, session_id, employee_id, event_type, data)
+    SELECT $3::uuid, $2::uuid, chg.employee_id, 'employee.deleted',
+           jsonb_build_object('kind', chg.kind, 'raw_from_id', chg.raw_from_id, 'raw_to_id', NULL,
+                              'effective_date', NULL,
+                              'changes', jsonb_build_array(jsonb_build_object(
+                                  'change_id', chg.id, 'field_path', '$', 'old_value', chg.old_value,
+                                  'new_value', NULL, 'effective_date', NULL)))
+      FROM chg ORDER BY chg.employee_id, chg.kind
+    RETURNING id
 )
-SELECT (SELECT count(DISTINCT employee_id) FROM gone)::bigint, (SELECT count(*) FROM chg)::bigint";
+SELECT (SELECT count(DISTINCT employee_id) FROM gone)::bigint, (SELECT count(*) FROM chg)::bigint,
+       (SELECT min(id) FROM evt), (SELECT max(id) FROM evt)";
 
 /// Closes the current records of the employees who left and records their `deleted` changes,
 /// with their timeline and the session's progress, in the caller's transaction.
@@ -197,25 +231,82 @@ pub(super) fn mark_deleted(
     gone: Vec<String>,
     progress: &Progress,
 ) -> Result<ApplyStats, StoreError> {
-    let (employees, changes) = Spi::get_two_with_args::<i64, i64>(
+    lock_events()?;
+    let [employees, changes, first_event, last_event] = exec(
         DELETE_MISSING,
         &[
             gone.clone().into(),
             ledger.session.clone().into(),
             ledger.company.clone().into(),
         ],
-    )
-    .map_err(spi_err)?;
+        |t| {
+            let row = t.first();
+            let mut out = [0i64; 4];
+            for (i, v) in out.iter_mut().enumerate() {
+                *v = row.get::<i64>(i + 1).map_err(spi_err)?.unwrap_or(0);
+            }
+            Ok(out)
+        },
+    )?;
     refresh_timeline(&ledger.company, gone)?;
+    let events = EventIds::default();
+    events.add(first_event, last_event);
+    events.notify()?;
     let stats = ApplyStats {
-        versions_written: employees.unwrap_or(0) as u64,
-        changes_detected: changes.unwrap_or(0) as u64,
+        versions_written: employees as u64,
+        changes_detected: changes as u64,
     };
     let mut p = progress.clone();
     p.deleted = stats.versions_written;
     p.changes_detected += stats.changes_detected;
     ledger.write(&p)?;
     Ok(stats)
+}
+
+/// Takes the lock every writer of events holds to its commit (`employes_events_lock`): ids are
+/// then handed out in commit order, and a reader that has seen id n never sees a smaller one
+/// appear later.
+fn lock_events() -> Result<(), StoreError> {
+    exec("SELECT employes_events_lock()", &[], |_| Ok(()))
+}
+
+/// The ids of the events a transaction wrote: first and last (0: none).
+#[derive(Default)]
+pub(crate) struct EventIds(std::cell::Cell<(i64, i64)>);
+
+impl EventIds {
+    fn get(&self) -> (i64, i64) {
+        self.0.get()
+    }
+
+    fn set(&self, v: (i64, i64)) {
+        self.0.set(v)
+    }
+
+    fn add(&self, first: i64, last: i64) {
+        if first == 0 {
+            return;
+        }
+        let (a, b) = self.get();
+        self.set(if a == 0 {
+            (first, last)
+        } else {
+            (a.min(first), b.max(last))
+        });
+    }
+
+    /// NOTIFY employes_sync of these events, delivered when the transaction commits.
+    fn notify(&self) -> Result<(), StoreError> {
+        let (first, last) = self.get();
+        if first == 0 {
+            return Ok(());
+        }
+        exec(
+            "SELECT employes_events_notify($1, $2)",
+            &[first.into(), last.into()],
+            |_| Ok(()),
+        )
+    }
 }
 
 /// What one batch's transaction wrote: its counts, the (employee, hash) pairs that are now
@@ -239,6 +330,8 @@ struct BatchWrite<'a> {
     references: References,
     events: &'a PayloadEvents,
     stored: &'a StoredPayloads,
+    /// The events this transaction wrote (the parts that were kept).
+    written: EventIds,
 }
 
 impl BatchWrite<'_> {
@@ -257,7 +350,7 @@ impl BatchWrite<'_> {
                 return Err(format!("expected to close {expected} current versions, closed {closed}: modified concurrently").into());
             }
         }
-        let stats = write_versions(self.kind, self.session, self.company, plan)?;
+        let stats = write_versions(self.kind, self.session, self.company, plan, &self.written)?;
         self.references.triggers(true)?;
         // Timeline events come from the history (employments: the difference between the events
         // of the replaced payloads and of the ones just written) and, for the employee record,
@@ -292,10 +385,13 @@ impl BatchWrite<'_> {
         rejected: &mut Vec<(String, StoreError)>,
         first_error: &mut Option<StoreError>,
     ) -> Result<ApplyStats, StoreError> {
+        let before = self.written.get();
         let error = match in_subtx(|| self.write(plan)) {
             Ok(stats) => return Ok(stats),
             Err(e) => e,
         };
+        // The part was rolled back, its events with it.
+        self.written.set(before);
         let first = first_error.get_or_insert_with(|| error.clone()).clone();
         if plan.len() == 1 {
             rejected.push((plan[0].employee_id.clone(), error));
@@ -370,6 +466,7 @@ pub(super) fn apply_batch(
     };
     if !plan.is_empty() {
         let references = References::decide()?;
+        lock_events()?;
         let batch = BatchWrite {
             session: &ledger.session,
             company: &ledger.company,
@@ -377,9 +474,11 @@ pub(super) fn apply_batch(
             references,
             events: &events,
             stored: &stored,
+            written: EventIds::default(),
         };
         applied.stats = batch.write_isolating(&plan, &mut applied.rejected, &mut None)?;
         applied.references = Some(references);
+        batch.written.notify()?;
     }
     applied.written = plan
         .iter()
@@ -395,7 +494,7 @@ pub(super) fn apply_batch(
 }
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
+#[pgrx::pg_schema]
 mod tests {
     use pgrx::prelude::*;
 
@@ -509,19 +608,48 @@ mod tests {
                 effective_date: chrono::NaiveDate::from_ymd_opt(2021, 1, 31),
             }],
         };
-        let err = write_versions(Kind::Employee, &s, COMPANY, &[version(2, raw + 1000)]);
+        let err = write_versions(
+            Kind::Employee,
+            &s,
+            COMPANY,
+            &[version(2, raw + 1000)],
+            &super::EventIds::default(),
+        );
         assert_eq!(
             err,
             Err("1 of the 1 versions the employee changes start from no longer exist: modified concurrently, nothing written".into())
         );
         let gone = "00000000-0000-0000-0000-000000000001";
-        let err = write_versions(Kind::Employee, gone, COMPANY, &[version(3, raw)]);
+        let err = write_versions(
+            Kind::Employee,
+            gone,
+            COMPANY,
+            &[version(3, raw)],
+            &super::EventIds::default(),
+        );
         assert_eq!(
             err,
             Err(format!("session {gone} no longer exists: nothing written").into())
         );
-        let ok = write_versions(Kind::Employee, &s, COMPANY, &[version(4, raw)]).unwrap();
+        let events = super::EventIds::default();
+        let ok = write_versions(Kind::Employee, &s, COMPANY, &[version(4, raw)], &events).unwrap();
         assert_eq!((ok.versions_written, ok.changes_detected), (1, 1));
+        // Its event, written by the same statement: the change with its values, the ids tracked.
+        let (first, last) = events.get();
+        assert!(first > 0 && first == last, "{first}..{last}");
+        let event = Spi::get_one::<String>(&format!(
+            "SELECT concat_ws(' | ', e.event_type, e.employee_id, e.company_id, e.data -> 'changes' -> 0 ->> 'field_path',
+                              e.data -> 'changes' -> 0 -> 'old_value', e.data -> 'changes' -> 0 -> 'new_value',
+                              e.data ->> 'effective_date', (e.data -> 'changes' -> 0 ->> 'change_id')::bigint = c.id)
+               FROM employes_events e JOIN employes_changes c ON c.session_id = e.session_id AND c.employee_id = e.employee_id
+              WHERE e.id = {first}"
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            event,
+            format!("employee.updated | e4 | {COMPANY} | $.n | 1 | null | 2021-01-31 | t")
+        );
         // What is stored: the payload, the values (a JSON null as SQL NULL), the date, the links.
         let stored = Spi::get_one::<String>(&format!(
             "SELECT concat_ws(' | ', r.payload::text, c.change_type, c.field_path, c.old_value::text,

@@ -11,6 +11,7 @@
 //! - `timeline`: the timeline upkeep of the employees a batch changed.
 //! - `spi`: transactions, subtransactions and kept plans.
 //! - `watchdog`: the long-lived worker that ends sessions whose worker is gone.
+//! - `webhooks`: the long-lived worker that delivers events to webhook subscriptions.
 
 mod companies;
 mod history;
@@ -20,6 +21,7 @@ mod spi;
 mod store;
 mod timeline;
 mod watchdog;
+mod webhooks;
 
 use std::time::Instant;
 
@@ -32,6 +34,7 @@ use employes_sync_core::sync::FinalStatus;
 use crate::guc;
 
 pub use watchdog::register_watchdog;
+pub use webhooks::register_webhook_worker;
 
 pub const WORKER_TYPE: &str = "employes_sync worker";
 

@@ -43,7 +43,8 @@ pub fn pg_cmd_in(bin: &str, program: &str) -> Command {
     }
 }
 
-fn free_port() -> u16 {
+/// A port on loopback that was free a moment ago.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -603,4 +604,49 @@ pub fn assert_history_consistent(c: &mut Client) {
         ),
         0
     );
+    // Events and changes match one to one (where the event log exists: 0.6.0 on).
+    let has_events: bool = c
+        .query_one("SELECT to_regclass('employes_events') IS NOT NULL", &[])
+        .unwrap()
+        .get(0);
+    if has_events {
+        assert_events_match_changes(c);
+    }
+}
+
+/// Every change of a session that has ended since the event log exists is in exactly one event
+/// (of that session, company, employee and change type, with the change's values), and every
+/// employee event holds only such changes. A session has ended once its sync event is written.
+pub fn assert_events_match_changes(c: &mut Client) {
+    let bad: Vec<String> = c
+        .query(
+            "WITH ended AS (SELECT DISTINCT session_id FROM employes_events WHERE event_type LIKE 'sync.%'),
+                  ev AS (SELECT e.id, e.session_id, e.company_id, e.employee_id, e.event_type, x AS item
+                           FROM employes_events e CROSS JOIN jsonb_array_elements(e.data -> 'changes') x
+                          WHERE e.employee_id IS NOT NULL AND e.session_id IN (SELECT session_id FROM ended)),
+                  ch AS (SELECT * FROM employes_changes WHERE session_id IN (SELECT session_id FROM ended))
+             SELECT format('change %s in events %s', ch.id, array_agg(ev.id ORDER BY ev.id))
+               FROM ch LEFT JOIN ev ON (ev.item ->> 'change_id')::bigint = ch.id
+                    AND ev.session_id = ch.session_id AND ev.company_id = ch.company_id
+                    AND ev.employee_id = ch.employee_id AND ev.event_type = employes_events_type_of(ch.change_type)
+                    AND ev.item -> 'field_path' = to_jsonb(ch.field_path)
+                    AND ev.item -> 'old_value' = coalesce(ch.old_value, 'null')
+                    AND ev.item -> 'new_value' = coalesce(ch.new_value, 'null')
+                    AND ev.item -> 'effective_date' = coalesce(to_jsonb(ch.effective_date), 'null')
+              GROUP BY ch.id HAVING count(ev.id) <> 1
+             UNION ALL
+             SELECT format('event %s holds %s, not a change of its own', ev.id, ev.item ->> 'change_id')
+               FROM ev LEFT JOIN ch ON ch.id = (ev.item ->> 'change_id')::bigint AND ch.session_id = ev.session_id
+              WHERE ch.id IS NULL
+             UNION ALL
+             SELECT format('event %s has no changes', e.id) FROM employes_events e
+              WHERE e.employee_id IS NOT NULL AND jsonb_array_length(coalesce(e.data -> 'changes', '[]')) = 0
+             LIMIT 20",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(bad.is_empty(), "events and changes differ: {bad:?}");
 }

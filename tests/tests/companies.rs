@@ -759,7 +759,9 @@ fn a_company_token_of_its_own_works_and_is_never_readable() {
     // (log_statement logged them, masked: the text, and the bind parameters of the extended
     // protocol.)
     assert!(
-        log.contains("statement: (not logged: it may carry an Employes API token)"),
+        log.contains(
+            "statement: (not logged: it may carry an Employes API token or a webhook secret)"
+        ),
         "the statements were not logged at all"
     );
     assert!(

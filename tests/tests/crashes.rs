@@ -87,6 +87,18 @@ fn assert_recovers(cluster: &Cluster, sim: &Sim, crashed: &Session) {
         0
     );
     assert_eq!(crashed.employees_deleted, 0, "{crashed:?}");
+    // The company it was syncing ended with it, and says why.
+    let part: (String, Option<String>) = {
+        let r = c
+            .query_one(
+                "SELECT status, error FROM employes_sync_session_companies WHERE session_id = $1",
+                &[&crashed.id],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(part.0, "error", "{part:?}");
+    assert_eq!(part.1, crashed.error, "{part:?}");
     assert_eq!(
         count(
             &mut c,

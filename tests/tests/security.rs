@@ -469,9 +469,11 @@ fn supabase_grant_script_gives_each_role_exactly_its_rights_with_row_level_secur
     .unwrap();
 
     // Row level security: a careless GRANT to authenticated still shows no row.
-    c.batch_execute("GRANT SELECT ON employes_raw_data, employes_changes TO authenticated")
-        .unwrap();
-    for table in ["employes_raw_data", "employes_changes"] {
+    c.batch_execute(
+        "GRANT SELECT ON employes_raw_data, employes_changes, employes_events TO authenticated",
+    )
+    .unwrap();
+    for table in ["employes_raw_data", "employes_changes", "employes_events"] {
         let rows = as_role(
             &mut c,
             "authenticated",
@@ -500,6 +502,15 @@ fn supabase_grant_script_gives_each_role_exactly_its_rights_with_row_level_secur
     )
     .unwrap();
     assert_eq!(n[0].get::<_, i64>(0), changes);
+    let events = count(&mut c, "SELECT count(*) FROM employes_events");
+    assert!(events > 0);
+    let n = as_role(
+        &mut c,
+        "service_role",
+        "SELECT count(*) FROM employes_events_since(0, 100000)",
+    )
+    .unwrap();
+    assert_eq!(n[0].get::<_, i64>(0), events);
     for sql in [
         "SELECT count(*) FROM employes_sync_sessions",
         "SELECT count(*) FROM employes_sync_logs",
@@ -512,6 +523,7 @@ fn supabase_grant_script_gives_each_role_exactly_its_rights_with_row_level_secur
         "SELECT employes_sync_unschedule()",
         "SELECT count(*) FROM employes_sync_companies",
         "SELECT count(*) FROM employes_sync_session_companies",
+        "SELECT count(*) FROM employes_events_since(0)",
     ] {
         as_role(&mut c, "service_role", sql).unwrap_or_else(|e| panic!("service_role: {sql}: {e}"));
     }
@@ -523,6 +535,9 @@ fn supabase_grant_script_gives_each_role_exactly_its_rights_with_row_level_secur
         "SELECT employes_sync_remove_company(gen_random_uuid())",
         "SELECT employes_sync_pause_company(gen_random_uuid())",
         "SELECT employes_sync_set_company_token(gen_random_uuid(), 'xxxxxxxxxx')",
+        "SELECT employes_webhook_subscribe('https://x.example/h')",
+        "SELECT * FROM employes_webhook_subscriptions",
+        "SELECT * FROM employes_webhooks",
     ] {
         role_denied(&mut c, "service_role", sql);
     }
