@@ -3,6 +3,7 @@
 -- extension's schema in search_path (SET search_path = extensions, public; when it lives in
 -- `extensions`). Idempotent: run it again after ALTER EXTENSION ... UPDATE, and after a restore
 -- (pg_dump keeps the grants but not the row level security of an extension's tables).
+-- It takes back every grant it does not give: run docs/supabase-realtime.sql after it if you use it.
 --   anon           nothing
 --   authenticated  start a sync and read the status panel (no data)
 --   service_role   the functions of syncs and schedules, and SELECT on the data, the ledger,

@@ -1,8 +1,8 @@
 -- employes_sync: new events in a signed-in HR user's browser, through Supabase Realtime
 -- (README, "Events out").
 -- Run as a superuser (or the extension's owner) in the database of the extension, with the
--- extension's schema in search_path, after docs/supabase-grants.sql. Idempotent: run it again
--- after a pg_restore. pg_dump keeps the grant below but not the policy nor the publication's
+-- extension's schema in search_path, after docs/supabase-grants.sql (and again after each run of
+-- it: it takes back the grant below). Idempotent: run it again after a pg_restore. pg_dump keeps the grant below but not the policy nor the publication's
 -- membership of an extension's table; until it runs again, HR users see no event (employes_events
 -- has row level security on from its creation, so it is closed rather than open).
 --

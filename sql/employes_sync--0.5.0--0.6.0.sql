@@ -157,7 +157,10 @@ BEGIN
                                   'retries', p.retries, 'versions_written', p.versions_written,
                                   'changes_detected', p.changes_detected, 'employees_deleted', p.employees_deleted,
                                   'list_moved', p.list_moved, 'records_rejected', p.records_rejected,
-                                  'errors', p.errors, 'error', coalesce(p.error, NEW.error))
+                                  'errors', p.errors,
+                                  -- a company's own error; the session's for a part it did not finish
+                                  'error', CASE WHEN p.company_id IS NULL OR p.status = 'running' THEN NEW.error
+                                                ELSE p.error END)
           FROM parts p
          ORDER BY p.company_id NULLS FIRST
         RETURNING id
@@ -175,6 +178,9 @@ CREATE TRIGGER employes_events_session_ended
     FOR EACH ROW
     WHEN (OLD.status IN ('queued', 'running') AND NEW.status NOT IN ('queued', 'running'))
     EXECUTE FUNCTION employes_events_session_ended();
+-- Also where session_replication_role is replica (a database or role may set it): a session's
+-- end always writes its sync events.
+ALTER TABLE employes_sync_sessions ENABLE ALWAYS TRIGGER employes_events_session_ended;
 
 -- The next events after a consumer's last id, in id order: no gap and no duplicate, whatever
 -- order the writers' transactions commit in (see employes_events_lock). A consumer keeps the id
@@ -342,7 +348,11 @@ BEGIN
     END IF;
     IF s.unsubscribed_at IS NULL THEN
         UPDATE employes_webhook_subscriptions w SET unsubscribed_at = clock_timestamp() WHERE w.id = s.id;
-        -- Nothing more goes out: what was still pending will not be sent.
+        -- Nothing more goes out: what was still pending will not be sent (the worker, sending a
+        -- round, sees this within a moment and sends none of the rest). Rows locked in id
+        -- order, as the worker does.
+        PERFORM 1 FROM employes_webhook_deliveries d
+          WHERE d.subscription_id = s.id AND d.status = 'pending' ORDER BY d.id FOR UPDATE;
         UPDATE employes_webhook_deliveries d SET status = 'failed', next_attempt_at = NULL,
                last_error = 'unsubscribed before it was delivered'
          WHERE d.subscription_id = s.id AND d.status = 'pending';

@@ -9,6 +9,7 @@ they have subscribed it). What a path answers:
     /flaky...  503 for the first 3 requests of each webhook-id (to this path), then 200
     /bad...    400 for the first request of each webhook-id, then 200
     /throttled 429 with Retry-After: 1 for the first request of each webhook-id, then 200
+    /slow...   200 after a second
 Prints "ready" once it listens.
 """
 
@@ -59,6 +60,9 @@ class Handler(BaseHTTPRequestHandler):
             status = 400 if n <= 1 else 200
         elif self.path.startswith("/throttled"):
             status = 429 if n <= 1 else 200
+        elif self.path.startswith("/slow"):
+            time.sleep(1)
+            status = 200
         else:
             status = 204
         entry["status"] = status

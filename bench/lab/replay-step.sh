@@ -34,6 +34,13 @@ CREATE TABLE lab_new AS SELECT * FROM employes_raw_data WHERE first_session_id =
 CREATE TABLE lab_changes AS SELECT * FROM employes_changes WHERE session_id = (SELECT id FROM lab_session);
 CREATE TABLE lab_closed AS SELECT id, kind FROM employes_raw_data WHERE closed_session_id = (SELECT id FROM lab_session);
 DELETE FROM employes_changes WHERE session_id = (SELECT id FROM lab_session);
+DO $$ BEGIN  -- its events (0.6.0 on), and any delivery of them
+  IF to_regclass('employes_events') IS NOT NULL THEN
+    DELETE FROM employes_webhook_deliveries WHERE event_id IN
+      (SELECT id FROM employes_events WHERE session_id = (SELECT id FROM lab_session));
+    DELETE FROM employes_events WHERE session_id = (SELECT id FROM lab_session);
+  END IF;
+END $$;
 DELETE FROM employes_raw_data WHERE first_session_id = (SELECT id FROM lab_session);
 UPDATE employes_raw_data SET valid_to = NULL, closed_session_id = NULL WHERE id IN (SELECT id FROM lab_closed);
 SELECT employes_timeline_refresh((SELECT array_agg(DISTINCT employee_id) FROM lab_new)) \g /dev/null

@@ -44,6 +44,8 @@ SELECT employes_timeline_refresh((SELECT array_agg(employee_id) FROM touched)) \
 DELETE FROM employes_sync_logs WHERE session_id IN (SELECT id FROM last_session);
 DO $$ BEGIN  -- its events (0.6.0 on)
   IF to_regclass('employes_events') IS NOT NULL THEN
+    DELETE FROM employes_webhook_deliveries WHERE event_id IN
+      (SELECT id FROM employes_events WHERE session_id IN (SELECT id FROM last_session));
     DELETE FROM employes_events WHERE session_id IN (SELECT id FROM last_session);
   END IF;
 END $$;

@@ -7,6 +7,7 @@
 //! and 429), or another attempt after a backoff, up to `employes_sync.webhook_max_attempts`
 //! (then `dead`). Pending deliveries live in a table, so a restart loses nothing.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pgrx::bgworkers::{
@@ -16,15 +17,20 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use employes_sync_core::sync::StoreError;
-use employes_sync_core::webhook::{self, Attempt, Message};
+use employes_sync_core::webhook::{self, Attempt, Message, Outgoing, Sent, Stops};
 
 use super::spi::{in_tx, spi_err};
 use super::SQL_VERSION;
 use crate::guc;
 
-/// Deliveries sent per round, and in parallel.
+/// Deliveries sent per round, and in parallel; how often the worker looks, while they are sent,
+/// for a shutdown or a subscription that ended.
 const ROUND: i64 = 200;
 const PARALLEL: usize = 4;
+const WATCH: Duration = Duration::from_millis(100);
+
+/// Set once a SIGTERM was seen while sending (pgrx's signal flag is read only once).
+static STOPPING: AtomicBool = AtomicBool::new(false);
 /// The longest the worker sleeps when nothing is due; when there is no active subscription.
 const IDLE: Duration = Duration::from_millis(1000);
 const IDLE_UNSUBSCRIBED: Duration = Duration::from_secs(2);
@@ -72,7 +78,7 @@ pub extern "C-unwind" fn employes_sync_webhooks_main(_arg: pg_sys::Datum) {
                 Duration::from_secs(5)
             }
         };
-        if !BackgroundWorker::wait_latch(Some(wait)) {
+        if STOPPING.load(Ordering::SeqCst) || !BackgroundWorker::wait_latch(Some(wait)) {
             return;
         }
     }
@@ -119,8 +125,9 @@ fn round() -> Result<Duration, StoreError> {
                     attempts: row.get(2).map_err(spi_err)?.unwrap_or_default(),
                     url: row.get(3).map_err(spi_err)?.unwrap_or_default(),
                     secret: row.get(4).map_err(spi_err)?.unwrap_or_default(),
-                    event: row.get(5).map_err(spi_err)?.unwrap_or_default(),
+                    id: row.get(5).map_err(spi_err)?.unwrap_or_default(),
                     body: row.get(6).map_err(spi_err)?.unwrap_or_default(),
+                    subscription: row.get(7).map_err(spi_err)?.unwrap_or_default(),
                 });
             }
             Ok::<_, StoreError>(())
@@ -176,19 +183,29 @@ WITH subs AS (
 )
 SELECT count(*) FROM subs";
 
-/// The deliveries due now, oldest due first, with what to send.
+/// The deliveries due now, each subscription's oldest first, the subscriptions taking turns (so
+/// one with a long backlog does not hold up the others), with what to send. The `webhook-id` is
+/// `msg_<server's system identifier>_<event id>`: the same on every attempt and redelivery, and
+/// still unique when a copy of the database restored on another server sends too.
 const DUE: &str = "
-SELECT d.id, d.attempts, s.url, s.secret, e.id,
+WITH due AS (
+    SELECT d.id, d.attempts, d.subscription_id, d.event_id, d.next_attempt_at,
+           row_number() OVER (PARTITION BY d.subscription_id ORDER BY d.next_attempt_at, d.id) AS turn
+      FROM employes_webhook_deliveries d
+     WHERE d.status = 'pending' AND d.next_attempt_at <= clock_timestamp()
+)
+SELECT d.id, d.attempts, s.url, s.secret,
+       format('msg_%s_%s', (SELECT c.system_identifier FROM pg_control_system() c), e.id),
        jsonb_build_object(
            'type', e.event_type,
            'timestamp', to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
            'data', jsonb_build_object('event_id', e.id, 'company_id', e.company_id, 'session_id', e.session_id,
-                                      'employee_id', e.employee_id, 'data', e.data))::text
-  FROM employes_webhook_deliveries d
+                                      'employee_id', e.employee_id, 'data', e.data))::text,
+       s.id::text
+  FROM due d
   JOIN employes_webhook_subscriptions s ON s.id = d.subscription_id AND s.unsubscribed_at IS NULL
   JOIN employes_events e ON e.id = d.event_id
- WHERE d.status = 'pending' AND d.next_attempt_at <= clock_timestamp()
- ORDER BY d.next_attempt_at, d.id
+ ORDER BY d.turn, d.next_attempt_at, d.id
  LIMIT $1";
 
 /// One delivery to make.
@@ -197,104 +214,160 @@ struct Due {
     attempts: i32,
     url: String,
     secret: String,
-    event: i64,
+    /// The `webhook-id`.
+    id: String,
     body: String,
+    subscription: String,
 }
 
-/// Sends every due delivery, a few at a time, with no transaction open.
-fn send_all(due: &[Due]) -> Vec<Attempt> {
+/// Sends every due delivery, a few at a time, with no transaction open; meanwhile this thread
+/// watches for a shutdown and for subscriptions that end, whose deliveries are then not sent.
+fn send_all(due: &[Due]) -> Vec<Sent> {
     let agent = webhook::agent(Duration::from_millis(
         guc::WEBHOOK_TIMEOUT_MS.get().max(1) as u64
     ));
-    let mut out: Vec<Option<Attempt>> = vec![None; due.len()];
-    let chunk = due.len().div_ceil(PARALLEL).max(1);
-    std::thread::scope(|scope| {
-        for (part, results) in due.chunks(chunk).zip(out.chunks_mut(chunk)) {
-            let agent = agent.clone();
-            scope.spawn(move || {
-                for (d, slot) in part.iter().zip(results.iter_mut()) {
-                    *slot = Some(match webhook::secret_key(&d.secret) {
-                        None => Attempt::Failed {
-                            status: 0,
-                            error: "the subscription's secret is not a Standard Webhooks secret"
-                                .into(),
-                        },
-                        Some(key) => webhook::send(
-                            &agent,
-                            &Message {
-                                url: &d.url,
-                                id: &format!("msg_{}", d.event),
-                                key: &key,
-                                body: &d.body,
-                            },
-                        ),
-                    });
-                }
-            });
-        }
-    });
-    out.into_iter()
-        .map(|a| {
-            a.unwrap_or(Attempt::Retry {
-                status: None,
-                error: "not sent".into(),
-                retry_after: None,
-            })
+    let keys: Vec<Option<Vec<u8>>> = due.iter().map(|d| webhook::secret_key(&d.secret)).collect();
+    let items: Vec<Outgoing<'_>> = due
+        .iter()
+        .zip(&keys)
+        .map(|(d, key)| Outgoing {
+            subscription: &d.subscription,
+            message: Message {
+                url: &d.url,
+                id: &d.id,
+                key: key.as_deref().unwrap_or_default(),
+                body: &d.body,
+            },
         })
-        .collect()
+        .collect();
+    let subscriptions: Vec<String> = due.iter().map(|d| d.subscription.clone()).collect();
+    let send = |m: &Message<'_>| {
+        if m.key.is_empty() {
+            return Attempt::Failed {
+                status: 0,
+                error: "the subscription's secret is not a Standard Webhooks secret".into(),
+            };
+        }
+        webhook::send(&agent, m)
+    };
+    webhook::send_round(&items, PARALLEL, backoff_base(), &send, || {
+        watch(&subscriptions)
+    })
+}
+
+/// Waits a moment, then says whether to stop: the server shuts down, or subscriptions of this
+/// round were unsubscribed meanwhile.
+fn watch(subscriptions: &[String]) -> Stops {
+    if !BackgroundWorker::wait_latch(Some(WATCH)) {
+        STOPPING.store(true, Ordering::SeqCst);
+        return Stops {
+            all: true,
+            ..Stops::default()
+        };
+    }
+    let ended = in_tx(|| {
+        let mut out = std::collections::HashSet::new();
+        Spi::connect(|c| {
+            let rows = c
+                .select(
+                    "SELECT id::text FROM employes_webhook_subscriptions
+                      WHERE id = ANY ($1::uuid[]) AND unsubscribed_at IS NOT NULL",
+                    None,
+                    &[subscriptions.to_vec().into()],
+                )
+                .map_err(spi_err)?;
+            for row in rows {
+                if let Some(id) = row.get::<String>(1).map_err(spi_err)? {
+                    out.insert(id);
+                }
+            }
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(out)
+    });
+    Stops {
+        all: false,
+        subscriptions: ended.unwrap_or_default(),
+    }
+}
+
+fn backoff_base() -> Duration {
+    Duration::from_millis(guc::WEBHOOK_BACKOFF_BASE_MS.get().max(1) as u64)
 }
 
 /// Records each answer: delivered, failed, or pending again after a backoff (dead after the
-/// last attempt). A delivery that changed meanwhile (unsubscribed) is left as it is.
-fn record(due: &[Due], sent: &[Attempt]) -> Result<(), StoreError> {
+/// last attempt); a deferred delivery waits without an attempt counted; one not sent is left
+/// as it is. A delivery that changed meanwhile (unsubscribed) is left as it is. The rows are
+/// locked in id order first, as `employes_webhook_unsubscribe` does, so the two never deadlock.
+fn record(due: &[Due], sent: &[Sent]) -> Result<(), StoreError> {
     let max_attempts = guc::WEBHOOK_MAX_ATTEMPTS.get().max(1);
-    let base = Duration::from_millis(guc::WEBHOOK_BACKOFF_BASE_MS.get().max(1) as u64);
+    let base = backoff_base();
     let mut ids = Vec::new();
     let mut status = Vec::new();
     let mut attempts = Vec::new();
     let mut wait = Vec::new();
     let mut http = Vec::new();
     let mut error = Vec::new();
-    for (d, a) in due.iter().zip(sent) {
+    for (d, outcome) in due.iter().zip(sent) {
         let made = d.attempts + 1;
-        let (s, w, h, e) = match a {
-            Attempt::Delivered { status } => ("delivered", None, Some(*status as i32), None),
-            Attempt::Failed { status, error } => (
+        let (st, n, w, h, e) = match outcome {
+            Sent::NotSent => continue,
+            Sent::Deferred(w) => ("pending", d.attempts, Some(w.as_secs_f64()), None, None),
+            Sent::Attempted(Attempt::Delivered { status }) => {
+                ("delivered", made, None, Some(*status as i32), None)
+            }
+            Sent::Attempted(Attempt::Failed { status, error }) => (
                 "failed",
+                made,
                 None,
                 (*status > 0).then_some(*status as i32),
                 Some(error.clone()),
             ),
-            Attempt::Retry {
+            Sent::Attempted(Attempt::Retry {
                 status,
                 error,
                 retry_after,
-            } => {
+            }) => {
                 let h = status.map(|s| s as i32);
                 if made >= max_attempts {
-                    ("dead", None, h, Some(error.clone()))
+                    ("dead", made, None, h, Some(error.clone()))
                 } else {
                     let next = webhook::backoff(base, made as u32 + 1, jitter(), *retry_after);
-                    ("pending", Some(next.as_secs_f64()), h, Some(error.clone()))
+                    (
+                        "pending",
+                        made,
+                        Some(next.as_secs_f64()),
+                        h,
+                        Some(error.clone()),
+                    )
                 }
             }
         };
         ids.push(d.delivery);
-        status.push(s.to_owned());
-        attempts.push(made);
+        status.push(st.to_owned());
+        attempts.push(n);
         wait.push(w);
+        // A deferral keeps what the last attempt said.
         http.push(h);
         error.push(e);
     }
+    if ids.is_empty() {
+        return Ok(());
+    }
     in_tx(move || {
         Spi::run_with_args(
-            "UPDATE employes_webhook_deliveries d
-                SET status = u.status, attempts = u.attempts, last_status = u.http, last_error = u.error,
+            "WITH locked AS (
+                 SELECT d.id FROM employes_webhook_deliveries d
+                  WHERE d.id = ANY ($1::bigint[]) AND d.status = 'pending' ORDER BY d.id FOR UPDATE)
+             UPDATE employes_webhook_deliveries d
+                SET status = u.status, attempts = u.attempts,
+                    last_status = CASE WHEN u.attempts > d.attempts THEN u.http ELSE d.last_status END,
+                    last_error = CASE WHEN u.attempts > d.attempts THEN u.error ELSE d.last_error END,
                     next_attempt_at = CASE WHEN u.status = 'pending' THEN clock_timestamp() + make_interval(secs => u.wait) END,
                     delivered_at = CASE WHEN u.status = 'delivered' THEN clock_timestamp() ELSE d.delivered_at END
                FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::float8[], $5::integer[], $6::text[])
                     AS u (id, status, attempts, wait, http, error)
-              WHERE d.id = u.id AND d.status = 'pending'",
+              WHERE d.id = u.id AND d.id IN (SELECT id FROM locked)",
             &[
                 ids.clone().into(),
                 status.clone().into(),

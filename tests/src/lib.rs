@@ -611,7 +611,44 @@ pub fn assert_history_consistent(c: &mut Client) {
         .get(0);
     if has_events {
         assert_events_match_changes(c);
+        assert_sync_events(c);
     }
+}
+
+/// Each session that ended since the event log exists (from the first session with an event:
+/// sessions before an upgrade to 0.6.0 have none) has one sync event per company it synced, of
+/// that company's status, or one when it synced none.
+pub fn assert_sync_events(c: &mut Client) {
+    let bad: Vec<String> = c
+        .query(
+            "WITH since AS (SELECT min(s.created_at) AS t FROM employes_sync_sessions s
+                             WHERE EXISTS (SELECT 1 FROM employes_events e WHERE e.session_id = s.id))
+             SELECT format('session %s (%s): sync events %s for %s companies', s.id, s.status,
+                           (SELECT array_agg(e.event_type || '/' || coalesce(e.company_id::text, '-'))
+                              FROM employes_events e WHERE e.session_id = s.id AND e.event_type LIKE 'sync.%'),
+                           (SELECT count(*) FROM employes_sync_session_companies sc WHERE sc.session_id = s.id))
+               FROM employes_sync_sessions s, since
+              WHERE s.status NOT IN ('queued', 'running') AND s.created_at >= since.t
+                AND ((SELECT count(*) FROM employes_events e WHERE e.session_id = s.id AND e.event_type LIKE 'sync.%')
+                         <> greatest(1, (SELECT count(*) FROM employes_sync_session_companies sc WHERE sc.session_id = s.id))
+                     OR EXISTS (SELECT 1 FROM employes_events e
+                                  JOIN employes_sync_session_companies sc ON sc.session_id = e.session_id
+                                                                         AND sc.company_id = e.company_id
+                                 WHERE e.session_id = s.id AND e.event_type LIKE 'sync.%'
+                                   AND e.event_type <> CASE sc.status WHEN 'completed' THEN 'sync.completed'
+                                                                      WHEN 'partial' THEN 'sync.partial'
+                                                                      WHEN 'cancelled' THEN 'sync.cancelled'
+                                                                      ELSE 'sync.failed' END))",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "sessions without their sync events: {bad:?}"
+    );
 }
 
 /// Every change of a session that has ended since the event log exists is in exactly one event

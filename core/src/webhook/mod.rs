@@ -2,17 +2,20 @@
 //! them: the secret (`whsec_` + base64 of 24 to 64 random bytes), the signature
 //! (`v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`), the body of one event, one POST
 //! and what its answer means (delivered, retry later, failed for good), and the backoff between
-//! attempts. The extension's delivery worker keeps the ledger; this has no Postgres in it.
+//! attempts, and one round of deliveries sent in parallel (`round`). The extension's delivery
+//! worker keeps the ledger; this has no Postgres in it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use serde_json::{json, Value};
 use sha2::Sha256;
 
 use crate::text;
+
+mod round;
+pub use round::{send_round, Outgoing, Sent, Stops};
 
 /// Bytes of a generated secret's key (the spec asks for 24 to 64).
 const KEY_BYTES: usize = 32;
@@ -37,30 +40,6 @@ pub fn signature(key: &[u8], id: &str, timestamp: i64, body: &str) -> String {
     mac.update(format!("{id}.{timestamp}.").as_bytes());
     mac.update(body.as_bytes());
     format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
-}
-
-/// The body of one event, as the spec suggests: `type`, `timestamp`, `data`.
-pub fn body(
-    event_id: i64,
-    event_type: &str,
-    occurred_at: &str,
-    company_id: Option<&str>,
-    session_id: &str,
-    employee_id: Option<&str>,
-    data: Value,
-) -> String {
-    json!({
-        "type": event_type,
-        "timestamp": occurred_at,
-        "data": {
-            "event_id": event_id,
-            "company_id": company_id,
-            "session_id": session_id,
-            "employee_id": employee_id,
-            "data": data,
-        }
-    })
-    .to_string()
 }
 
 /// What one attempt came to.
