@@ -32,40 +32,41 @@ UPDATE employes_raw_data SET valid_to = now(), closed_session_id = $2::uuid
  WHERE id = ANY ($1::bigint[]) AND valid_to IS NULL
 RETURNING id";
 
+/// Ids for the versions and changes a write is about to make ($1 and $2 of each), so that the
+/// worker can put each event together, change ids included, before the write.
+const RESERVE_IDS: &str = "
+SELECT (SELECT array_agg(nextval('employes_raw_data_id_seq')) FROM generate_series(1, $1)),
+       (SELECT array_agg(nextval('employes_changes_id_seq')) FROM generate_series(1, $2))";
+
 const WRITE: &str = "
 WITH v AS (
-    SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::integer[]) WITH ORDINALITY
-                  AS x (employee_id, payload, content_hash, version, ord)
+    SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::integer[], $16::bigint[]) WITH ORDINALITY
+                  AS x (employee_id, payload, content_hash, version, id, ord)
 ), ins AS (
-    INSERT INTO employes_raw_data (kind, employee_id, payload, content_hash, version, valid_from, first_session_id,
+    INSERT INTO employes_raw_data (id, kind, employee_id, payload, content_hash, version, valid_from, first_session_id,
                                    company_id)
-    SELECT $1, employee_id, payload::jsonb, content_hash, version, now(), $2::uuid, $15::uuid FROM v ORDER BY ord
+    OVERRIDING SYSTEM VALUE
+    SELECT id, $1, employee_id, payload::jsonb, content_hash, version, now(), $2::uuid, $15::uuid FROM v ORDER BY ord
     RETURNING id, employee_id
 ), c AS (
-    SELECT * FROM unnest($7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[])
-                  AS y (employee_id, change_type, field_path, old_value, new_value, effective_date, raw_from_id)
+    SELECT * FROM unnest($7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[],
+                         $17::bigint[], $18::bigint[])
+                  AS y (employee_id, change_type, field_path, old_value, new_value, effective_date, raw_from_id, id, raw_to_id)
 ), chg AS (
-    INSERT INTO employes_changes (session_id, employee_id, kind, change_type, field_path, old_value, new_value,
+    INSERT INTO employes_changes (id, session_id, employee_id, kind, change_type, field_path, old_value, new_value,
                                   effective_date, detected_at, raw_from_id, raw_to_id, company_id)
-    SELECT $2::uuid, c.employee_id, $1, c.change_type, c.field_path, c.old_value::jsonb, c.new_value::jsonb,
+    OVERRIDING SYSTEM VALUE
+    SELECT c.id, $2::uuid, c.employee_id, $1, c.change_type, c.field_path, c.old_value::jsonb, c.new_value::jsonb,
            c.effective_date::date, now(), c.raw_from_id, ins.id, $15::uuid
-      FROM c JOIN ins ON ins.employee_id = c.employee_id
-    RETURNING id, employee_id, change_type, field_path, old_value, new_value, effective_date, raw_from_id, raw_to_id
+      FROM c JOIN ins ON ins.id = c.raw_to_id AND ins.employee_id = c.employee_id
+    RETURNING 1
 ), evt AS (
     -- One event per employee per change type per version transition, with every change it
-    -- groups (the caller holds employes_events_lock()).
+    -- groups, put together by the worker (the caller holds employes_events_lock()).
     INSERT INTO employes_events (company_id, session_id, employee_id, event_type, data)
-    SELECT $15::uuid, $2::uuid, g.employee_id, employes_events_type_of(g.change_type), g.data
-      FROM (SELECT chg.employee_id, chg.change_type,
-                   jsonb_build_object('kind', $1::text, 'raw_from_id', chg.raw_from_id, 'raw_to_id', chg.raw_to_id,
-                                      'effective_date', min(chg.effective_date),
-                                      'changes', jsonb_agg(jsonb_build_object(
-                                          'change_id', chg.id, 'field_path', chg.field_path,
-                                          'old_value', chg.old_value, 'new_value', chg.new_value,
-                                          'effective_date', chg.effective_date) ORDER BY chg.id)) AS data
-              FROM chg
-             GROUP BY chg.employee_id, chg.change_type, chg.raw_from_id, chg.raw_to_id) g
-     ORDER BY g.employee_id, g.change_type
+    SELECT $15::uuid, $2::uuid, e.employee_id, employes_events_type_of(e.change_type), e.data::jsonb
+      FROM unnest($19::text[], $20::text[], $21::text[]) WITH ORDINALITY AS e (employee_id, change_type, data, ord)
+     ORDER BY e.ord
     RETURNING id
 ), src AS (
     -- What the foreign-key triggers would check for each change, in one pass: the versions the
@@ -95,9 +96,22 @@ pub(crate) fn write_versions(
     plan: &[versions::NewVersion],
     events: &EventIds,
 ) -> Result<ApplyStats, StoreError> {
-    let changes = ChangeColumns::of(plan);
     let n_versions = plan.len() as i64;
-    let n_changes = changes.employee.len() as i64;
+    let n_changes: i64 = plan.iter().map(|v| v.changes.len() as i64).sum();
+    let (raw_ids, change_ids) = exec(RESERVE_IDS, &[n_versions.into(), n_changes.into()], |t| {
+        let row = t.first();
+        Ok((
+            row.get::<Vec<i64>>(1).map_err(spi_err)?.unwrap_or_default(),
+            row.get::<Vec<i64>>(2).map_err(spi_err)?.unwrap_or_default(),
+        ))
+    })?;
+    if raw_ids.len() as i64 != n_versions || change_ids.len() as i64 != n_changes {
+        return Err(
+            "could not reserve the ids of the versions and changes: nothing written".into(),
+        );
+    }
+    let changes = ChangeColumns::of(plan, &raw_ids, &change_ids);
+    let evts = EventColumns::of(kind, plan, &raw_ids, &changes);
     // The versions changes start from that this transaction has not closed (a deleted one, which
     // a restore starts from): the write locks them itself.
     let mut to_lock: Vec<i64> = plan
@@ -109,7 +123,7 @@ pub(crate) fn write_versions(
     to_lock.dedup();
     let n_to_lock = to_lock.len() as i64;
     let column = |f: fn(&versions::NewVersion) -> String| plan.iter().map(f).collect::<Vec<_>>();
-    let args: [DatumWithOid; 15] = [
+    let args: [DatumWithOid; 21] = [
         kind.as_str().into(),
         session.to_owned().into(),
         column(|v| v.employee_id.clone()).into(),
@@ -125,6 +139,12 @@ pub(crate) fn write_versions(
         changes.raw_from_id.into(),
         to_lock.into(),
         company.to_owned().into(),
+        raw_ids.into(),
+        changes.id.into(),
+        changes.raw_to_id.into(),
+        evts.employee.into(),
+        evts.change_type.into(),
+        evts.data.into(),
     ];
     let [versions, written, sources, found, locked, sessions, first_event, last_event] =
         exec(WRITE, &args, |t| {
@@ -166,12 +186,19 @@ struct ChangeColumns {
     new_value: Vec<Option<String>>,
     effective_date: Vec<Option<String>>,
     raw_from_id: Vec<Option<i64>>,
+    id: Vec<i64>,
+    raw_to_id: Vec<i64>,
+}
+
+/// A change's value as stored: JSON text, a JSON null and an absent value both SQL NULL.
+fn stored_json(v: &Option<Value>) -> Option<String> {
+    v.as_ref().filter(|v| !v.is_null()).map(Value::to_string)
 }
 
 impl ChangeColumns {
-    fn of(plan: &[versions::NewVersion]) -> ChangeColumns {
-        // A JSON null and an absent value are both stored as SQL NULL.
-        let json = |v: &Option<Value>| v.as_ref().filter(|v| !v.is_null()).map(Value::to_string);
+    /// The changes of `plan` in order, the i-th version's with id `raw_ids[i]`, the changes
+    /// taking `change_ids` in turn.
+    fn of(plan: &[versions::NewVersion], raw_ids: &[i64], change_ids: &[i64]) -> ChangeColumns {
         let mut out = ChangeColumns {
             employee: Vec::new(),
             change_type: Vec::new(),
@@ -180,17 +207,90 @@ impl ChangeColumns {
             new_value: Vec::new(),
             effective_date: Vec::new(),
             raw_from_id: Vec::new(),
+            id: change_ids.to_vec(),
+            raw_to_id: Vec::new(),
         };
-        for v in plan {
+        for (v, raw_id) in plan.iter().zip(raw_ids) {
             for c in &v.changes {
                 out.employee.push(v.employee_id.clone());
                 out.change_type.push(c.change_type.as_str().to_owned());
                 out.field_path.push(c.field_path.clone());
-                out.old_value.push(json(&c.old_value));
-                out.new_value.push(json(&c.new_value));
+                out.old_value.push(stored_json(&c.old_value));
+                out.new_value.push(stored_json(&c.new_value));
                 out.effective_date
                     .push(c.effective_date.map(|d| d.to_string()));
                 out.raw_from_id.push(v.from_raw_id);
+                out.raw_to_id.push(*raw_id);
+            }
+        }
+        out
+    }
+}
+
+/// The events of a plan as column arrays: one per employee and change type, by employee and
+/// type, each with the JSON of its `data` (see `employes_events`), its changes' values taken
+/// from `changes` (the same text the changes store).
+struct EventColumns {
+    employee: Vec<String>,
+    change_type: Vec<String>,
+    data: Vec<String>,
+}
+
+impl EventColumns {
+    fn of(
+        kind: Kind,
+        plan: &[versions::NewVersion],
+        raw_ids: &[i64],
+        changes: &ChangeColumns,
+    ) -> EventColumns {
+        let mut out = EventColumns {
+            employee: Vec::new(),
+            change_type: Vec::new(),
+            data: Vec::new(),
+        };
+        // The ids of each version's changes start where the previous version's end.
+        let mut first_id = Vec::with_capacity(plan.len());
+        let mut next = 0;
+        for v in plan {
+            first_id.push(next);
+            next += v.changes.len();
+        }
+        let mut order: Vec<usize> = (0..plan.len()).collect();
+        order.sort_by(|&a, &b| plan[a].employee_id.cmp(&plan[b].employee_id));
+        let null = || "null".to_owned();
+        for i in order {
+            let v = &plan[i];
+            let mut by_type: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+            for (k, c) in v.changes.iter().enumerate() {
+                by_type.entry(c.change_type.as_str()).or_default().push(k);
+            }
+            for (change_type, ks) in by_type {
+                let effective = ks.iter().filter_map(|&k| v.changes[k].effective_date).min();
+                let items: Vec<String> = ks
+                    .iter()
+                    .map(|&k| {
+                        let c = &v.changes[k];
+                        let n = first_id[i] + k;
+                        format!(
+                            "{{\"change_id\":{},\"field_path\":{},\"old_value\":{},\"new_value\":{},\"effective_date\":{}}}",
+                            changes.id[n],
+                            Value::from(c.field_path.as_str()),
+                            changes.old_value[n].as_deref().unwrap_or("null"),
+                            changes.new_value[n].as_deref().unwrap_or("null"),
+                            c.effective_date.map_or_else(null, |d| format!("\"{d}\"")),
+                        )
+                    })
+                    .collect();
+                out.employee.push(v.employee_id.clone());
+                out.change_type.push(change_type.to_owned());
+                out.data.push(format!(
+                    "{{\"kind\":{},\"raw_from_id\":{},\"raw_to_id\":{},\"effective_date\":{},\"changes\":[{}]}}",
+                    Value::from(kind.as_str()),
+                    v.from_raw_id.map_or_else(null, |id| id.to_string()),
+                    raw_ids[i],
+                    effective.map_or_else(null, |d| format!("\"{d}\"")),
+                    items.join(","),
+                ));
             }
         }
         out

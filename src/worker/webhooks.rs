@@ -78,8 +78,27 @@ pub extern "C-unwind" fn employes_sync_webhooks_main(_arg: pg_sys::Datum) {
                 Duration::from_secs(5)
             }
         };
-        if STOPPING.load(Ordering::SeqCst) || !BackgroundWorker::wait_latch(Some(wait)) {
+        if STOPPING.load(Ordering::SeqCst) || !sleep(wait) {
             return;
+        }
+    }
+}
+
+/// Sleeps for `wait`, through wake-ups that are not a signal to this worker (the latch is also
+/// set by catch-up interrupts while other sessions work); false on SIGTERM.
+fn sleep(wait: Duration) -> bool {
+    let until = Instant::now() + wait;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        if !BackgroundWorker::wait_latch(Some(left)) {
+            return false;
+        }
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: the documented way for a background worker to re-read its settings.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
     }
 }

@@ -831,6 +831,47 @@ fn pending_deliveries_survive_a_receiver_that_is_down_and_a_server_restart() {
         .collect();
     assert_eq!(ids, want);
     assert!(expected > 0);
+
+    // Finished deliveries are pruned after employes_sync.log_retention_days (30), pending ones
+    // never; the worker prunes when it starts and hourly.
+    let half = (d.len() / 2) as i64;
+    c.execute(
+        "UPDATE employes_webhook_deliveries SET delivered_at = now() - interval '31 days'
+          WHERE id IN (SELECT id FROM employes_webhook_deliveries ORDER BY id LIMIT $1)",
+        &[&half],
+    )
+    .unwrap();
+    c.execute(
+        "INSERT INTO employes_webhook_deliveries (subscription_id, event_id, next_attempt_at, created_at)
+         SELECT $1, min(id), now() + interval '1 day', now() - interval '40 days' FROM employes_events
+         ON CONFLICT DO NOTHING",
+        &[&sub],
+    )
+    .unwrap();
+    cluster.pg_ctl_stop("fast");
+    cluster.pg_ctl_start();
+    let mut c = cluster.connect();
+    wait_until(Duration::from_secs(30), "old deliveries pruned", || {
+        count(
+            &mut c,
+            "SELECT count(*) FROM employes_webhook_deliveries WHERE delivered_at < now() - interval '30 days'",
+        ) == 0
+    });
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM employes_webhook_deliveries WHERE status = 'delivered'"
+        ),
+        d.len() as i64 - half
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM employes_webhook_deliveries WHERE status = 'pending'"
+        ),
+        1,
+        "a pending delivery is never pruned"
+    );
 }
 
 #[test]
