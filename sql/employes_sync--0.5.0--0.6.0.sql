@@ -243,7 +243,9 @@ CREATE TABLE employes_webhook_deliveries (
 );
 SELECT pg_extension_config_dump('employes_webhook_deliveries', '');
 SELECT pg_extension_config_dump('employes_webhook_deliveries_id_seq', '');
-CREATE INDEX employes_webhook_deliveries_due ON employes_webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+-- What is due, per subscription in the order it is due (the worker reads each one's first few).
+CREATE INDEX employes_webhook_deliveries_due ON employes_webhook_deliveries (subscription_id, next_attempt_at, id)
+    WHERE status = 'pending';
 CREATE INDEX employes_webhook_deliveries_event ON employes_webhook_deliveries (event_id);
 COMMENT ON TABLE employes_webhook_deliveries IS
     'One row per event per subscription: pending (next_attempt_at), delivered, failed (a 3xx or 4xx other than 408 and 429: not retried) or dead (after employes_sync.webhook_max_attempts attempts). Finished rows are pruned after employes_sync.log_retention_days.';

@@ -100,7 +100,7 @@ pub fn section(cluster: &Cluster, c: &mut Client, employees: usize, rounds: usiz
         ..SimConfig::default()
     })
     .unwrap();
-    cluster.use_sim(&sim, 0.0);
+    cluster.use_sim(&sim, 10000.0);
     let id: uuid::Uuid = c
         .query_one(
             "SELECT id FROM employes_sync_trigger('manual', 'bench')",

@@ -25,7 +25,7 @@ use crate::guc;
 
 /// Deliveries sent per round, and in parallel; how often the worker looks, while they are sent,
 /// for a shutdown or a subscription that ended.
-const ROUND: i64 = 200;
+const ROUND: i64 = 500;
 const PARALLEL: usize = 4;
 const WATCH: Duration = Duration::from_millis(100);
 
@@ -160,8 +160,12 @@ fn round() -> Result<Duration, StoreError> {
     // Sooner when something is due before the idle wait is over (a retry's backoff).
     let next = in_tx(|| {
         Spi::get_one::<f64>(
-            "SELECT extract(epoch FROM min(next_attempt_at) - clock_timestamp())::float8
-               FROM employes_webhook_deliveries WHERE status = 'pending'",
+            "SELECT extract(epoch FROM min(d.next_attempt_at) - clock_timestamp())::float8
+               FROM employes_webhook_subscriptions s
+               CROSS JOIN LATERAL (SELECT d.next_attempt_at FROM employes_webhook_deliveries d
+                                    WHERE d.subscription_id = s.id AND d.status = 'pending'
+                                    ORDER BY d.next_attempt_at LIMIT 1) d
+              WHERE s.unsubscribed_at IS NULL",
         )
         .map_err(spi_err)
     })?;
@@ -210,8 +214,14 @@ const DUE: &str = "
 WITH due AS (
     SELECT d.id, d.attempts, d.subscription_id, d.event_id, d.next_attempt_at,
            row_number() OVER (PARTITION BY d.subscription_id ORDER BY d.next_attempt_at, d.id) AS turn
-      FROM employes_webhook_deliveries d
-     WHERE d.status = 'pending' AND d.next_attempt_at <= clock_timestamp()
+      FROM employes_webhook_subscriptions s
+      CROSS JOIN LATERAL (SELECT d.id, d.attempts, d.subscription_id, d.event_id, d.next_attempt_at
+                            FROM employes_webhook_deliveries d
+                           WHERE d.subscription_id = s.id AND d.status = 'pending'
+                             AND d.next_attempt_at <= clock_timestamp()
+                           ORDER BY d.next_attempt_at, d.id
+                           LIMIT $1) d
+     WHERE s.unsubscribed_at IS NULL
 )
 SELECT d.id, d.attempts, s.url, s.secret,
        format('msg_%s_%s', (SELECT c.system_identifier FROM pg_control_system() c), e.id),
@@ -222,7 +232,7 @@ SELECT d.id, d.attempts, s.url, s.secret,
                                       'employee_id', e.employee_id, 'data', e.data))::text,
        s.id::text
   FROM due d
-  JOIN employes_webhook_subscriptions s ON s.id = d.subscription_id AND s.unsubscribed_at IS NULL
+  JOIN employes_webhook_subscriptions s ON s.id = d.subscription_id
   JOIN employes_events e ON e.id = d.event_id
  ORDER BY d.turn, d.next_attempt_at, d.id
  LIMIT $1";
