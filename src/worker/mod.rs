@@ -36,6 +36,19 @@ use crate::guc;
 pub use watchdog::register_watchdog;
 pub use webhooks::register_webhook_worker;
 
+/// Registers a long-lived worker of this library (from `shared_preload_libraries`): started once
+/// recovery has finished (so on a standby only after its promotion), restarted 10 s after a crash.
+fn register_long_lived(name: &str, function: &str) {
+    BackgroundWorkerBuilder::new(name)
+        .set_type(name)
+        .set_library("employes_sync")
+        .set_function(function)
+        .enable_spi_access()
+        .set_start_time(pgrx::bgworkers::BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(std::time::Duration::from_secs(10)))
+        .load();
+}
+
 pub const WORKER_TYPE: &str = "employes_sync worker";
 
 /// Starts the worker for a session; the pid once the postmaster started it, `None` when no
@@ -78,7 +91,12 @@ const SQL_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// One session, from its trigger's commit to its end.
 fn run(session: String, xid: String) {
     let version = match session::prepare() {
-        Ok(v) => v,
+        Ok(Some(v)) => v,
+        Ok(None) => {
+            return pgrx::log!(
+                "employes_sync worker: extension employes_sync is not installed in this database"
+            )
+        }
         Err(e) => return pgrx::log!("employes_sync worker: {e}"),
     };
     if !session::wait_for_creator(&session, &xid) {

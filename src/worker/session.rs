@@ -208,8 +208,8 @@ pub(super) fn companies(session: &str) -> Result<Vec<Company>, StoreError> {
 }
 
 /// Connects the worker's session to the extension: its schema first in `search_path`, JIT off;
-/// returns the version of the extension's SQL in this database.
-pub(super) fn prepare() -> Result<String, StoreError> {
+/// returns the version of the extension's SQL in this database, `None` when it is not installed.
+pub(super) fn prepare() -> Result<Option<String>, StoreError> {
     in_tx(|| {
         // Scalar subqueries: one row, NULLs when the extension is not installed.
         let (schema, version) = Spi::get_two::<String, String>(
@@ -218,7 +218,9 @@ pub(super) fn prepare() -> Result<String, StoreError> {
                     (SELECT e.extversion::text FROM pg_extension e WHERE e.extname = 'employes_sync')",
         )
         .map_err(spi_err)?;
-        let schema = schema.ok_or("extension employes_sync is not installed in this database")?;
+        let Some(schema) = schema else {
+            return Ok(None);
+        };
         Spi::run_with_args(
             "SELECT set_config('search_path', quote_ident($1) || ', pg_catalog', false)",
             &[schema.into()],
@@ -228,7 +230,7 @@ pub(super) fn prepare() -> Result<String, StoreError> {
         // more than running them (up to a second per statement when the planner has no
         // statistics yet, as during a fresh install's first sync), so it is off for this session.
         Spi::run("SET jit = off").map_err(spi_err)?;
-        Ok(version.unwrap_or_default())
+        Ok(version)
     })
 }
 

@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
-};
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -16,14 +14,7 @@ use crate::guc;
 /// launcher) that marks sessions whose worker is gone as `error`, at server start and every
 /// few seconds after, so no session stays `running` after a restart or a `kill -9`.
 pub fn register_watchdog() {
-    BackgroundWorkerBuilder::new("employes_sync watchdog")
-        .set_type("employes_sync watchdog")
-        .set_library("employes_sync")
-        .set_function("employes_sync_watchdog_main")
-        .enable_spi_access()
-        .set_start_time(BgWorkerStartTime::RecoveryFinished)
-        .set_restart_time(Some(Duration::from_secs(10)))
-        .load();
+    super::register_long_lived("employes_sync watchdog", "employes_sync_watchdog_main");
 }
 
 #[pg_guard]

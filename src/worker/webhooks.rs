@@ -10,15 +10,14 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
-};
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use employes_sync_core::sync::StoreError;
 use employes_sync_core::webhook::{self, Attempt, Message, Outgoing, Sent, Stops};
 
+use super::session;
 use super::spi::{in_tx, spi_err};
 use super::SQL_VERSION;
 use crate::guc;
@@ -36,14 +35,7 @@ const IDLE: Duration = Duration::from_millis(1000);
 const IDLE_UNSUBSCRIBED: Duration = Duration::from_secs(2);
 
 pub fn register_webhook_worker() {
-    BackgroundWorkerBuilder::new("employes_sync webhooks")
-        .set_type("employes_sync webhooks")
-        .set_library("employes_sync")
-        .set_function("employes_sync_webhooks_main")
-        .enable_spi_access()
-        .set_start_time(BgWorkerStartTime::RecoveryFinished)
-        .set_restart_time(Some(Duration::from_secs(10)))
-        .load();
+    super::register_long_lived("employes_sync webhooks", "employes_sync_webhooks_main");
 }
 
 #[pg_guard]
@@ -54,10 +46,6 @@ pub extern "C-unwind" fn employes_sync_webhooks_main(_arg: pg_sys::Datum) {
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
     let mut pruned = Instant::now() - Duration::from_secs(3600);
     loop {
-        if BackgroundWorker::sighup_received() {
-            // SAFETY: the documented way for a background worker to re-read its settings.
-            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
-        }
         let wait = match ready() {
             Ok(true) => {
                 if pruned.elapsed() >= Duration::from_secs(3600) {
@@ -104,28 +92,9 @@ fn sleep(wait: Duration) -> bool {
 }
 
 /// Whether the extension is installed here at this library's version (its tables are then the
-/// ones this code knows); sets the search path to its schema.
+/// ones this code knows), the session then set up as a sync's worker is (`session::prepare`).
 fn ready() -> Result<bool, StoreError> {
-    in_tx(|| {
-        let (schema, version) = Spi::get_two::<String, String>(
-            "SELECT (SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-                      WHERE e.extname = 'employes_sync'),
-                    (SELECT e.extversion::text FROM pg_extension e WHERE e.extname = 'employes_sync')",
-        )
-        .map_err(spi_err)?;
-        let (Some(schema), Some(version)) = (schema, version) else {
-            return Ok(false);
-        };
-        if version != SQL_VERSION {
-            return Ok(false);
-        }
-        Spi::run_with_args(
-            "SELECT set_config('search_path', quote_ident($1) || ', pg_catalog', false)",
-            &[schema.into()],
-        )
-        .map_err(spi_err)?;
-        Ok(true)
-    })
+    Ok(session::prepare()?.as_deref() == Some(SQL_VERSION))
 }
 
 /// Queues the new events of every subscription, sends what is due, records the answers;

@@ -231,6 +231,54 @@ impl Cluster {
             .output();
     }
 
+    /// `pg_dump` of database `postgres` in `format` (`p`, `c`) to `file` in the cluster's directory.
+    pub fn pg_dump(&self, format: &str, file: &str) -> PathBuf {
+        let path = self.dir.join(file);
+        run_ok({
+            let mut cmd = self.pg_cmd("pg_dump");
+            cmd.args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-d", "postgres", "-F", format, "-f"])
+            .arg(&path);
+            cmd
+        });
+        path
+    }
+
+    /// Restores a dump into database `postgres` of this cluster (which has the extension
+    /// installed but not created), stopping at the first error: `psql -f` for a plain dump,
+    /// `pg_restore` for the others.
+    pub fn restore(&self, dump: &std::path::Path, format: &str) {
+        let port = self.port.to_string();
+        let mut cmd = if format == "p" {
+            let mut cmd = self.pg_cmd("psql");
+            cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
+                .arg(dump);
+            cmd
+        } else {
+            let mut cmd = self.pg_cmd("pg_restore");
+            cmd.args(["--exit-on-error"]).arg(dump);
+            cmd
+        };
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ]);
+        run_ok(cmd);
+    }
+
     pub fn server_log(&self) -> String {
         std::fs::read_to_string(self.log_file()).unwrap_or_default()
     }

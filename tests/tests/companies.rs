@@ -694,23 +694,7 @@ fn a_company_token_of_its_own_works_and_is_never_readable() {
     assert!(own_query.contains(OWN_TOKEN));
 
     // The dump leaves the tokens out (and keeps the companies).
-    let dump = cluster.dir.join("companies.sql");
-    run_ok({
-        let mut cmd = cluster.pg_cmd("pg_dump");
-        cmd.args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &cluster.port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-f",
-        ])
-        .arg(&dump);
-        cmd
-    });
+    let dump = cluster.pg_dump("p", "companies.sql");
     let text = std::fs::read_to_string(&dump).unwrap();
     assert!(!text.contains(OWN_TOKEN) && !text.contains(OTHER_TOKEN));
     assert!(text.contains(&b), "the companies are in the dump");

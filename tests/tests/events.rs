@@ -760,6 +760,64 @@ fn an_endpoint_unsubscribed_in_the_middle_of_a_round_gets_nothing_more() {
 }
 
 #[test]
+fn a_delivery_is_dead_after_the_last_attempt_and_can_be_sent_again() {
+    let mut conf = conf();
+    conf.push("employes_sync.webhook_max_attempts = 3".into());
+    let cluster = Cluster::start("events-dead", &conf);
+    let sim = sim(5, 78, 0.0);
+    cluster.use_sim(&sim, 300.0);
+    let mut c = cluster.connect();
+    // Nothing listens on the port yet: every attempt is refused.
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/ok");
+    let sub: uuid::Uuid = c
+        .query_one(
+            "SELECT subscription_id FROM employes_webhook_subscribe($1, ARRAY['sync.completed'])",
+            &[&url],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(sync(&mut c).status, "completed");
+    wait_until(Duration::from_secs(60), "the delivery dead", || {
+        deliveries(&mut c, sub)
+            .first()
+            .is_some_and(|d| d.2 == "dead")
+    });
+    let d = deliveries(&mut c, sub);
+    assert_eq!(d.len(), 1);
+    assert_eq!((d[0].3, d[0].4), (3, None), "{d:?}");
+    let status: Value = c
+        .query_one("SELECT employes_sync_status() -> 'webhooks'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        (&status["dead"], &status["pending"]),
+        (&Value::from(1), &Value::from(0))
+    );
+    // The receiver comes up; the dead delivery is sent again on request, and arrives.
+    let receiver = Receiver::start("dead", port);
+    let secret: String = c
+        .query_one(
+            "SELECT secret FROM employes_webhook_subscriptions WHERE id = $1",
+            &[&sub],
+        )
+        .unwrap()
+        .get(0);
+    receiver.set_secret("/ok", &secret);
+    c.query_one("SELECT employes_webhook_redeliver($1)", &[&d[0].0])
+        .unwrap();
+    wait_until(Duration::from_secs(30), "the redelivery", || {
+        deliveries(&mut c, sub)[0].2 == "delivered"
+    });
+    let got = receiver.requests_to("/ok");
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (&got[0]["verified"], &got[0]["type"]),
+        (&Value::from(true), &Value::from("sync.completed"))
+    );
+}
+
+#[test]
 fn pending_deliveries_survive_a_receiver_that_is_down_and_a_server_restart() {
     let (cluster, sim, mut c) = setup("events-restart", 20, 74);
     assert_eq!(sync(&mut c).status, "completed");
@@ -1116,41 +1174,14 @@ fn the_supabase_realtime_recipe_streams_new_events_to_hr_users_only() {
 
     // A dump restored elsewhere: the grant comes back, the policy does not, and the table stays
     // closed (row level security on) until the recipe runs again.
-    let dump = cluster.dir.join("realtime.dump");
-    run_ok({
-        let mut cmd = cluster.pg_cmd("pg_dump");
-        cmd.args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &cluster.port.to_string(),
-            "-U",
-            "postgres",
-        ])
-        .args(["-d", "postgres", "-F", "c", "-f"])
-        .arg(&dump);
-        cmd
-    });
+    let dump = cluster.pg_dump("c", "realtime.dump");
     let target = Cluster::start_with("events-realtime-restored", &conf, &bin(), false);
     let mut t = target.connect();
     t.batch_execute(
         "CREATE ROLE anon NOLOGIN; CREATE ROLE authenticated NOLOGIN; CREATE ROLE service_role NOLOGIN BYPASSRLS;",
     )
     .unwrap();
-    run_ok({
-        let mut cmd = target.pg_cmd("pg_restore");
-        cmd.arg("--exit-on-error").arg(&dump).args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &target.port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-        ]);
-        cmd
-    });
+    target.restore(&dump, "c");
     let mut t = target.connect();
     assert_eq!(
         count(&mut t, "SELECT count(*) FROM employes_events"),

@@ -3,7 +3,7 @@
 //! made with `pg_basebackup`, and its promotion. Each through the real binaries.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use employes_sim::AdvanceOptions;
@@ -57,52 +57,6 @@ fn synced_twice(name: &str) -> (Cluster, Sim, Client) {
     (cluster, sim, c)
 }
 
-fn pg_dump(cluster: &Cluster, format: &str, file: &str) -> PathBuf {
-    let path = cluster.dir.join(file);
-    run_ok({
-        let mut cmd = cluster.pg_cmd("pg_dump");
-        cmd.args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &cluster.port.to_string(),
-            "-U",
-            "postgres",
-        ])
-        .args(["-d", "postgres", "-F", format, "-f"])
-        .arg(&path);
-        cmd
-    });
-    path
-}
-
-/// Restores a dump into the `postgres` database of a server that has the extension installed
-/// but not created, stopping at the first error.
-fn restore(target: &Cluster, dump: &Path, format: &str) {
-    let port = target.port.to_string();
-    let mut cmd = if format == "p" {
-        let mut cmd = target.pg_cmd("psql");
-        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
-            .arg(dump);
-        cmd
-    } else {
-        let mut cmd = target.pg_cmd("pg_restore");
-        cmd.args(["--exit-on-error"]).arg(dump);
-        cmd
-    };
-    cmd.args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-U",
-        "postgres",
-        "-d",
-        "postgres",
-    ]);
-    run_ok(cmd);
-}
-
 /// The SQL text of a dump (a custom-format dump is compressed: printed by pg_restore).
 fn dump_text(cluster: &Cluster, dump: &Path, format: &str) -> String {
     if format == "p" {
@@ -137,7 +91,7 @@ fn dump_and_restore_in_both_formats_keep_every_row_and_the_next_syncs_continue_t
 
     let mut restored = Vec::new();
     for format in ["c", "p"] {
-        let dump = pg_dump(&source, format, &format!("employes.{format}.dump"));
+        let dump = source.pg_dump(format, &format!("employes.{format}.dump"));
         let text = dump_text(&source, &dump, format);
         assert!(
             text.contains("COPY public.employes_raw_data")
@@ -149,7 +103,7 @@ fn dump_and_restore_in_both_formats_keep_every_row_and_the_next_syncs_continue_t
         }
         let target =
             Cluster::start_with(&format!("restored-{format}"), &fast_conf(), &bin(), false);
-        restore(&target, &dump, format);
+        target.restore(&dump, format);
         let mut t = target.connect();
         let after = held(&mut t, &BTreeMap::new());
         assert_eq!(
@@ -208,7 +162,7 @@ fn a_session_running_when_the_dump_was_taken_is_ended_in_the_restored_database()
         let s = session(&mut c, id);
         s.status == "running" && s.pages_done >= 1
     });
-    let dump = pg_dump(&source, "c", "running.dump");
+    let dump = source.pg_dump("c", "running.dump");
     c.execute("SELECT employes_sync_cancel($1)", &[&id])
         .unwrap();
     assert_eq!(wait(&mut c, id).status, "cancelled");
@@ -226,7 +180,7 @@ fn a_session_running_when_the_dump_was_taken_is_ended_in_the_restored_database()
         &bin(),
         false,
     );
-    restore(&target, &dump, "c");
+    target.restore(&dump, "c");
     target.use_sim(&sim, 300.0);
     let mut t = target.connect();
     assert_eq!(session(&mut t, id).status, "running", "restored as dumped");
@@ -518,7 +472,7 @@ fn upgrade_from_0_1_0_keeps_every_row_continues_the_history_and_equals_a_fresh_i
         upgraded.len()
     );
     // pg_dump still writes the app's grant: it is the database's, not the extension's.
-    let dump = std::fs::read_to_string(pg_dump(&cluster, "p", "grants.sql")).unwrap();
+    let dump = std::fs::read_to_string(cluster.pg_dump("p", "grants.sql")).unwrap();
     assert!(
         dump.lines()
             .any(|l| l.contains("employes_sync_trigger(") && l.contains("TO app_rpc")),
@@ -667,8 +621,17 @@ fn a_hot_standby_serves_reads_refuses_syncs_stays_quiet_and_ends_the_old_primary
             "{view}"
         );
     }
+    // The event log reads on the standby: the primary's events, the same ids.
+    let events = count(&mut p, "SELECT count(*) FROM employes_events");
+    assert!(events > 0);
+    assert_eq!(
+        count_in(
+            &mut ro,
+            "SELECT count(*) FROM employes_events_since(0, 100000)"
+        ),
+        events
+    );
     ro.commit().unwrap();
-
     // Quiet: in its first 60 s the standby's log has no error of ours (its watchdog waits for
     // promotion; no worker starts).
     while started.elapsed() < Duration::from_secs(60) {
@@ -678,6 +641,15 @@ fn a_hot_standby_serves_reads_refuses_syncs_stays_quiet_and_ends_the_old_primary
     }
     let errors = error_lines(&standby.server_log());
     assert!(errors.is_empty(), "the standby logged errors: {errors:#?}");
+
+    // Webhooks are managed on the primary: a standby refuses, changing nothing.
+    for sql in [
+        "SELECT employes_webhook_subscribe('https://hooks.example.org/e')",
+        "SELECT employes_webhook_redeliver(1)",
+    ] {
+        let (code, _) = sql_error(&mut s, sql, &[]);
+        assert!(code == "25006", "{sql}: {code}");
+    }
 
     // A sync that runs on the primary is seen running on the standby, which cannot start one.
     sim.advance();
