@@ -5,17 +5,23 @@
 -- (pg_dump keeps the grants but not the row level security of an extension's tables).
 -- It takes back every grant it does not give: run docs/supabase-realtime.sql after it if you use it.
 --   anon           nothing
---   authenticated  start a sync and read the status panel (no data)
+--   authenticated  start a sync and read the status panel; HR users (JWT
+--                  app_metadata.employes_hr = true) also read what a "Recent changes" panel
+--                  shows: employes_current, employes_recent_changes, employes_changes,
+--                  employes_timeline, employes_events (and the versions and sessions those
+--                  views read). Every other signed-in user sees 0 rows of them.
 --   service_role   the functions of syncs and schedules, and SELECT on the data, the ledger,
 --                  the events and the companies (not their management, not their tokens, not
---                  webhooks)
--- Row level security on employes_raw_data, employes_changes and employes_events: only service_role has a
--- policy, so a later GRANT SELECT to another role shows it no row until you write a policy.
+--                  webhooks, not erasure)
+-- Every table of the extension has row level security on (the extension enables it): a role
+-- sees only the rows a policy below lets through, so a later GRANT SELECT to another role
+-- shows it no row until you write a policy. The views read with the caller's rights.
 BEGIN;
 
 -- Supabase's default privileges hand anon/authenticated/service_role every new object: take them
 -- back, from every table, view and function of the extension (whatever a later version adds).
--- Two pure JSON helpers stay executable by PUBLIC: the views call them with the caller's rights.
+-- Four helpers stay executable by PUBLIC (two read JSON values, two a token's expiry): the views
+-- call them with the caller's rights.
 DO $$
 DECLARE
     obj record;
@@ -25,7 +31,9 @@ BEGIN
                       CASE WHEN d.classid = 'pg_proc'::regclass THEN d.objid::regprocedure::text
                            ELSE d.objid::regclass::text END) AS target,
                d.classid = 'pg_proc'::regclass
-                   AND d.objid::regprocedure::text IN ('employes_sync_jdate(jsonb)', 'employes_sync_jnum(jsonb)')
+                   AND d.objid::regprocedure::text IN ('employes_sync_jdate(jsonb)', 'employes_sync_jnum(jsonb)',
+                                                        'employes_sync_token_expiry(text)',
+                                                        'employes_sync_setting_token_expiry()')
                    AS keep_public
           FROM pg_depend d
          WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
@@ -44,6 +52,11 @@ $$;
 GRANT EXECUTE ON FUNCTION employes_sync_trigger(text, text, uuid), employes_sync_status(),
                           employes_sync_scheduler_status()
   TO authenticated;
+-- authenticated: the HR panel, its rows only for HR users (the policies below)
+GRANT SELECT ON employes_current, employes_recent_changes, employes_changes, employes_timeline, employes_events,
+                employes_raw_data, employes_sync_sessions
+  TO authenticated;
+GRANT EXECUTE ON FUNCTION employes_events_since(bigint, integer) TO authenticated;
 
 -- service_role: everything a back office or server job needs
 GRANT EXECUTE ON FUNCTION employes_sync_trigger(text, text, uuid), employes_sync_status(),
@@ -57,21 +70,35 @@ GRANT SELECT ON employes_sync_sessions, employes_sync_logs, employes_raw_data, e
                 employes_sync_session_companies, employes_sync_companies, employes_events
   TO service_role;
 GRANT EXECUTE ON FUNCTION employes_events_since(bigint, integer) TO service_role;
--- Webhooks (their URLs and secrets) are managed by the database's admin, like companies.
--- Companies and their tokens are managed by the database's admin (a superuser), not by a key an
--- app holds: employes_sync_add_company and the others stay revoked. The view shows whether a
--- company has a token of its own, never the token.
+-- Webhooks (their URLs and secrets) and erasure are the database admin's, like companies:
+-- employes_webhook_*, employes_forget_employee and employes_erasures stay revoked. Companies and
+-- their tokens are managed by the admin (a superuser), not by a key an app holds: the view
+-- shows whether a company has a token of its own, never the token.
 
--- Row level security on the personal data. The sync's worker (a superuser) and the views (run
--- as their owner) are not affected; service_role (BYPASSRLS on Supabase) reads everything.
-ALTER TABLE employes_raw_data ENABLE ROW LEVEL SECURITY;
-ALTER TABLE employes_changes ENABLE ROW LEVEL SECURITY;
-DROP POLICY IF EXISTS employes_raw_data_service_role ON employes_raw_data;
-CREATE POLICY employes_raw_data_service_role ON employes_raw_data FOR SELECT TO service_role USING (true);
-DROP POLICY IF EXISTS employes_changes_service_role ON employes_changes;
-CREATE POLICY employes_changes_service_role ON employes_changes FOR SELECT TO service_role USING (true);
--- (employes_events has row level security on from its creation.)
-DROP POLICY IF EXISTS employes_events_service_role ON employes_events;
-CREATE POLICY employes_events_service_role ON employes_events FOR SELECT TO service_role USING (true);
+-- Row level security. service_role (BYPASSRLS on Supabase) reads every row of what it is
+-- granted; authenticated reads the HR panel's rows only with the claim
+-- app_metadata.employes_hr = true in its JWT (set it with the Supabase admin API, never from the
+-- browser: app_metadata is not writable by the user). The sync's worker and the SECURITY
+-- DEFINER functions are not affected.
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['employes_sync_sessions', 'employes_sync_logs', 'employes_raw_data', 'employes_changes',
+                             'employes_timeline', 'employes_sync_session_companies', 'employes_events'] LOOP
+        EXECUTE format('DROP POLICY IF EXISTS %I ON %I', t || '_service_role', t);
+        EXECUTE format('CREATE POLICY %I ON %I FOR SELECT TO service_role USING (true)', t || '_service_role', t);
+    END LOOP;
+    FOREACH t IN ARRAY ARRAY['employes_sync_sessions', 'employes_raw_data', 'employes_changes', 'employes_timeline',
+                             'employes_events'] LOOP
+        EXECUTE format('DROP POLICY IF EXISTS %I ON %I', t || '_hr', t);
+        -- evaluated once per query (the scalar subquery), not once per row
+        EXECUTE format($p$CREATE POLICY %I ON %I FOR SELECT TO authenticated
+                          USING ((SELECT coalesce(nullif(current_setting('request.jwt.claims', true), '')::jsonb
+                                                  #> '{app_metadata,employes_hr}' = 'true'::jsonb, false)))$p$,
+                       t || '_hr', t);
+    END LOOP;
+END
+$$;
 
 COMMIT;

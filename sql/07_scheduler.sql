@@ -302,6 +302,9 @@ BEGIN
                           'last_session_id', c.last_session_id, 'last_status', c.last_status,
                           'last_completed_at', c.last_completed_at,
                           'last_error', employes_sync_mask_settings(c.last_error),
+                          'token_expires_at', c.token_expires_at,
+                          'token_warning', employes_sync_token_message(c.company_id, c.name, c.has_own_token,
+                                                                       c.token_expires_at),
                           -- counts and progress of its last (or running) sync
                           'last_counts', (SELECT jsonb_build_object(
                                                'pages_done', sc.pages_done, 'pages_total', sc.pages_total,
@@ -315,6 +318,14 @@ BEGIN
                                            WHERE sc.session_id = c.last_session_id AND sc.company_id = c.company_id))
                           ORDER BY c.added_at, c.company_id), '[]'::jsonb)
                         FROM employes_sync_companies c WHERE NOT c.removed),
+        -- the earliest expiry of the enabled companies' tokens, and what to do about those
+        -- that expire within 30 days
+        'token_expires_at', (SELECT min(c.token_expires_at) FROM employes_sync_companies c WHERE c.enabled AND NOT c.removed),
+        'warnings', (SELECT coalesce(jsonb_agg(w.message ORDER BY w.token_expires_at), '[]'::jsonb)
+                       FROM (SELECT c.token_expires_at,
+                                    employes_sync_token_message(c.company_id, c.name, c.has_own_token, c.token_expires_at) AS message
+                               FROM employes_sync_companies c WHERE c.enabled AND NOT c.removed) w
+                      WHERE w.message IS NOT NULL),
         'last_event_id', (SELECT max(id) FROM employes_events),
         'webhooks', (SELECT jsonb_build_object(
                          'subscriptions', count(DISTINCT s.id),
@@ -332,7 +343,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION employes_sync_status() IS
-    'Everything a "Sync now" panel shows, as jsonb: state (never, syncing, current, outdated = last completed sync older than the schedule''s interval or 6 hours when unscheduled, error = the last sync that ran to an end failed or was partial), standby, last_session (worker_gone: ended because its worker is gone, not yet recorded), last_success_at, running_session with progress_percent, companies (each with its last or running sync''s status, error, counts and progress), last_event_id, webhooks (active subscriptions; pending, failing, failed and dead deliveries), employees_synced, changes_24h, scheduler (employes_sync_scheduler_status()). Reads only: works in a read-only transaction and on a standby.';
+    'Everything a "Sync now" panel shows, as jsonb: state (never, syncing, current, outdated = last completed sync older than the schedule''s interval or 6 hours when unscheduled, error = the last sync that ran to an end failed or was partial), standby, last_session (worker_gone: ended because its worker is gone, not yet recorded), last_success_at, running_session with progress_percent, companies (each with its last or running sync''s status, error, counts and progress, token_expires_at and token_warning), token_expires_at (the earliest of the enabled companies), warnings (each token that expires within 30 days, or has expired), last_event_id, webhooks (active subscriptions; pending, failing, failed and dead deliveries), employees_synced, changes_24h, scheduler (employes_sync_scheduler_status()). Reads only: works in a read-only transaction and on a standby.';
 
 COMMENT ON FUNCTION employes_sync_cron_check(text) IS
     'Validates a 5-field cron expression as pg_cron 1.4 runs it and returns it normalised; SQLSTATE 22023 saying what is wrong.';

@@ -151,7 +151,7 @@ SELECT c.company_id,
        c.name,
        c.enabled,
        c.removed_at IS NOT NULL AS removed,
-       EXISTS (SELECT 1 FROM employes_sync_company_tokens t WHERE t.company_id = c.company_id) AS has_own_token,
+       t.company_id IS NOT NULL AS has_own_token,
        c.added_at,
        c.added_by,
        c.removed_at,
@@ -159,8 +159,12 @@ SELECT c.company_id,
        l.status AS last_status,
        l.started_at AS last_started_at,
        l.completed_at AS last_completed_at,
-       l.error AS last_error
+       l.error AS last_error,
+       -- the JWT exp of the company's own token, else of employes_sync.api_token
+       CASE WHEN t.company_id IS NOT NULL THEN employes_sync_token_expiry(t.api_token)
+            ELSE employes_sync_setting_token_expiry() END AS token_expires_at
 FROM employes_sync_company_settings c
+LEFT JOIN employes_sync_company_tokens t ON t.company_id = c.company_id
 LEFT JOIN LATERAL (
     SELECT sc.session_id, sc.status, sc.started_at, sc.completed_at, sc.error
       FROM employes_sync_session_companies sc
@@ -169,7 +173,7 @@ LEFT JOIN LATERAL (
      LIMIT 1
 ) l ON true;
 COMMENT ON VIEW employes_sync_companies IS
-    'The companies to sync: enabled, removed, whether they have a token of their own (never the token), and their last sync (session, status, times, error).';
+    'The companies to sync: enabled, removed, whether they have a token of their own (never the token), their last sync (session, status, times, error), and when the token they sync with expires (its JWT exp; NULL when it is not a JWT or unset).';
 
 CREATE FUNCTION employes_sync_add_company(company_id uuid, name text DEFAULT NULL, api_token text DEFAULT NULL)
 RETURNS employes_sync_companies

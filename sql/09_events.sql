@@ -6,16 +6,19 @@ CREATE TABLE employes_events (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     occurred_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     company_id  uuid,
-    session_id  uuid NOT NULL REFERENCES employes_sync_sessions (id),
+    session_id  uuid REFERENCES employes_sync_sessions (id),
     employee_id text COLLATE "C",
     event_type  text NOT NULL CHECK (event_type IN (
                     'employee.created', 'employee.updated', 'employee.deleted', 'employee.restored',
                     'employee.hired', 'employee.rehired', 'employee.terminated', 'salary.changed',
                     'hours.changed', 'contract.changed', 'status.changed',
-                    'sync.completed', 'sync.partial', 'sync.failed', 'sync.cancelled')),
+                    'sync.completed', 'sync.partial', 'sync.failed', 'sync.cancelled', 'token.expiring')),
     data        jsonb NOT NULL,
     CONSTRAINT employes_events_employee_or_sync
-        CHECK ((event_type LIKE 'sync.%') = (employee_id IS NULL)),
+        CHECK ((event_type LIKE 'sync.%' OR event_type LIKE 'token.%') = (employee_id IS NULL)),
+    -- the token's warnings come from the watchdog, not from a session
+    CONSTRAINT employes_events_session_of_sync
+        CHECK ((event_type LIKE 'token.%') = (session_id IS NULL)),
     CONSTRAINT employes_events_company_of_employee
         CHECK (employee_id IS NULL OR company_id IS NOT NULL)
 );
@@ -28,11 +31,12 @@ SELECT pg_extension_config_dump('employes_events', '');
 SELECT pg_extension_config_dump('employes_events_id_seq', '');
 CREATE INDEX employes_events_session ON employes_events (session_id);
 COMMENT ON TABLE employes_events IS
-    'The event log (row level security on: a role granted SELECT sees only what a policy lets through): one event per employee per change type per version transition (every changed field with its path, old and new value and effective date in data.changes), written in the same transaction as those changes; and one sync event per company a session synced (sync.completed, .partial, .failed, .cancelled) with its counts. Ids order the events; read them with employes_events_since().';
+    'The event log (row level security on: a role granted SELECT sees only what a policy lets through): one event per employee per change type per version transition (every changed field with its path, old and new value and effective date in data.changes), written in the same transaction as those changes; one sync event per company a session synced (sync.completed, .partial, .failed, .cancelled) with its counts; and token.expiring, 30, 7 and 1 days before a company''s token expires. Ids order the events; read them with employes_events_since().';
 COMMENT ON COLUMN employes_events.id IS 'Orders the events: every writer takes employes_events_lock() before it writes, so ids are handed out in commit order and a reader that saw id n has seen every id below it.';
 COMMENT ON COLUMN employes_events.company_id IS 'The company; NULL only for the sync event of a session that ended before it synced any company.';
-COMMENT ON COLUMN employes_events.employee_id IS 'The employee; NULL for sync events.';
-COMMENT ON COLUMN employes_events.data IS 'Employee events: kind, raw_from_id, raw_to_id, effective_date (the earliest of its changes), changes (change_id, field_path, old_value, new_value, effective_date). Sync events: status, the session''s status, source, triggered_by, counts and error.';
+COMMENT ON COLUMN employes_events.employee_id IS 'The employee; NULL for sync and token events.';
+COMMENT ON COLUMN employes_events.session_id IS 'The session that wrote the event; NULL for token.expiring (the watchdog''s).';
+COMMENT ON COLUMN employes_events.data IS 'Employee events: kind, raw_from_id, raw_to_id, effective_date (the earliest of its changes), changes (change_id, field_path, old_value, new_value, effective_date). Sync events: status, the session''s status, source, triggered_by, counts and error. token.expiring: expires_at, days_left, threshold_days (30, 7, 1), token (employes_sync.api_token or company) and message.';
 
 -- The event type of a change type (inlined where it is used).
 CREATE FUNCTION employes_events_type_of(change_type text)
@@ -273,7 +277,7 @@ DECLARE
     known text[] := ARRAY['employee.created', 'employee.updated', 'employee.deleted', 'employee.restored',
                           'employee.hired', 'employee.rehired', 'employee.terminated', 'salary.changed',
                           'hours.changed', 'contract.changed', 'status.changed',
-                          'sync.completed', 'sync.partial', 'sync.failed', 'sync.cancelled'];
+                          'sync.completed', 'sync.partial', 'sync.failed', 'sync.cancelled', 'token.expiring'];
     unknown text;
     key text := employes_webhook_subscribe.secret;
 BEGIN

@@ -73,6 +73,23 @@ fn employes_webhook_secret_ok(secret: &str) -> bool {
     employes_sync_core::webhook::secret_key(secret).is_some()
 }
 
+/// When a token stops working: its JWT `exp` (the signature is not checked); NULL for a token
+/// that is not a JWT with an `exp`. Internal: the companies view and the watchdog's token check
+/// call it; the token is never stored or shown by it.
+#[pg_extern(immutable, parallel_safe, strict)]
+fn employes_sync_token_expiry(token: &str) -> Option<TimestampWithTimeZone> {
+    employes_sync_core::token::expiry(token)
+        .map(|at| pgrx::datum::datetime_support::to_timestamp(at.timestamp() as f64))
+}
+
+/// The expiry of the token in `employes_sync.api_token` (the one companies without a token of
+/// their own use), as this session sees the setting; NULL when it is unset or not a JWT.
+#[pg_extern(stable, parallel_safe)]
+fn employes_sync_setting_token_expiry() -> Option<TimestampWithTimeZone> {
+    employes_sync_core::token::expiry(&crate::guc::api_token())
+        .map(|at| pgrx::datum::datetime_support::to_timestamp(at.timestamp() as f64))
+}
+
 /// An Employes date (`YYYY-MM-DD`, then anything such as `T00:00:00`) as a date, read exactly as
 /// the sync reads effective dates (`model::parse_api_date`); NULL for null, the `0001-01-01`
 /// sentinel, an impossible date such as 2025-02-30 and anything else. Never an error, so a bad

@@ -27,6 +27,9 @@ pub static THROTTLE_MAX_WAIT_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(6
 pub static WEBHOOK_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(13);
 pub static WEBHOOK_BACKOFF_BASE_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 pub static WEBHOOK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+pub static RAW_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static FORMER_EMPLOYEE_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static HOUSEKEEPING_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(3_600);
 
 pub fn init() {
     unsafe {
@@ -90,7 +93,7 @@ pub fn init() {
         i32,
         GucFlags,
     );
-    let ints: [IntGuc; 11] = [
+    let ints: [IntGuc; 14] = [
         (c"employes_sync.connect_timeout_ms", c"Timeout to connect to the API.", &CONNECT_TIMEOUT_MS, 100, 600_000, GucFlags::UNIT_MS),
         (c"employes_sync.request_timeout_ms", c"Timeout of one API request, body included.", &REQUEST_TIMEOUT_MS, 100, 3_600_000, GucFlags::UNIT_MS),
         (c"employes_sync.max_retries", c"Retries of a request after 429, 5xx, timeouts and resets.", &MAX_RETRIES, 0, 20, GucFlags::default()),
@@ -102,6 +105,9 @@ pub fn init() {
         (c"employes_sync.webhook_max_attempts", c"Attempts of a webhook delivery before it is dead (the default, with a 60 s base, spans more than a day).", &WEBHOOK_MAX_ATTEMPTS, 1, 100, GucFlags::default()),
         (c"employes_sync.webhook_backoff_base_ms", c"Wait before a webhook delivery's second attempt; doubled for each further one, at most 6 hours, plus up to a quarter at random.", &WEBHOOK_BACKOFF_BASE_MS, 10, 3_600_000, GucFlags::UNIT_MS),
         (c"employes_sync.webhook_timeout_ms", c"Timeout of one webhook POST, answer included.", &WEBHOOK_TIMEOUT_MS, 100, 300_000, GucFlags::UNIT_MS),
+        (c"employes_sync.raw_retention_days", c"Days a superseded raw version keeps its payload after it was replaced (0 = forever); its changes keep their values.", &RAW_RETENTION_DAYS, 0, 36_500, GucFlags::default()),
+        (c"employes_sync.former_employee_retention_days", c"Days after they left that former employees are forgotten (employes_forget_employee) by the watchdog (0 = never).", &FORMER_EMPLOYEE_RETENTION_DAYS, 0, 36_500, GucFlags::default()),
+        (c"employes_sync.housekeeping_interval", c"How often the watchdog applies the retention settings and checks the tokens' expiry.", &HOUSEKEEPING_INTERVAL, 1, 86_400, GucFlags::UNIT_S),
     ];
     for (name, short, setting, min, max, flags) in ints {
         GucRegistry::define_int_guc(
@@ -128,12 +134,17 @@ pub fn database_name() -> String {
     string(&DATABASE_NAME)
 }
 
+/// The token of `employes_sync.api_token`, as a sync sends it (main thread only).
+pub fn api_token() -> String {
+    string(&API_TOKEN).trim().to_owned()
+}
+
 /// The client configuration from the current settings (main thread only).
 pub fn client_config() -> ClientConfig {
     ClientConfig {
         base_url: string(&BASE_URL),
         company_id: string(&COMPANY_ID).trim().to_owned(),
-        token: string(&API_TOKEN).trim().to_owned(),
+        token: api_token(),
         requests_per_second: REQUESTS_PER_SECOND.get(),
         connect_timeout: std::time::Duration::from_millis(CONNECT_TIMEOUT_MS.get() as u64),
         request_timeout: std::time::Duration::from_millis(REQUEST_TIMEOUT_MS.get() as u64),

@@ -63,7 +63,11 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/08_companies.sql",
     name = "companies",
-    requires = ["scheduler"]
+    requires = [
+        "scheduler",
+        api::employes_sync_token_expiry,
+        api::employes_sync_setting_token_expiry
+    ]
 );
 extension_sql_file!(
     "../sql/09_events.sql",
@@ -75,9 +79,14 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!(
-    "../sql/10_privileges.sql",
-    name = "privileges",
+    "../sql/10_personal_data.sql",
+    name = "personal_data",
     requires = ["events"]
+);
+extension_sql_file!(
+    "../sql/11_privileges.sql",
+    name = "privileges",
+    requires = ["personal_data"]
 );
 
 #[pg_guard]

@@ -29,6 +29,8 @@ struct MemStore {
     batch_sizes: Vec<(Kind, usize)>,
     /// Every apply of employee records fails (a storage error).
     fail_employee_applies: bool,
+    /// Employees erased: never stored again.
+    erased: std::collections::HashSet<String>,
 }
 
 impl Store for MemStore {
@@ -93,6 +95,10 @@ impl Store for MemStore {
             }
         }
         Ok(stats.into())
+    }
+
+    fn erased(&mut self, employee_id: &str) -> Result<bool, StoreError> {
+        Ok(self.erased.contains(employee_id))
     }
 
     fn missing(&mut self, seen: &SeenIds) -> Result<Vec<String>, StoreError> {
@@ -376,6 +382,88 @@ fn unauthorized_stops_the_sync_at_once() {
     assert!(!err.contains(&sim.token()));
     assert_eq!(out.progress.retries, 0, "401 is never retried");
     assert!(!store.changes.iter().any(|c| c.2 == "deleted"));
+}
+
+#[test]
+fn an_expired_token_is_named_as_expired() {
+    use base64::Engine;
+    let sim = start(20, 0.0);
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let mut cfg = client(&sim, 0.0).config().clone();
+    // Expired on 2020-01-01; the simulator accepts only its own token: a 401.
+    cfg.token = format!(
+        "{}.{}.sig",
+        b64(r#"{"alg":"HS256"}"#),
+        b64(r#"{"exp":1577836800}"#)
+    );
+    let out = run_sync(
+        &Client::new(cfg.clone()).unwrap(),
+        &mut MemStore::default(),
+        opts(),
+    );
+    let err = out.error.unwrap();
+    assert!(
+        err.contains("the Employes token expired at 2020-01-01T00:00:00Z (HTTP 401)"),
+        "{err}"
+    );
+    assert!(!err.contains(&cfg.token));
+    // Not expired (2100), or not a JWT: rejected, not expired.
+    for token in [
+        format!("{}.{}.sig", b64("{}"), b64(r#"{"exp":4102444800}"#)),
+        "not-a-jwt".to_owned(),
+    ] {
+        cfg.token = token;
+        let out = run_sync(
+            &Client::new(cfg.clone()).unwrap(),
+            &mut MemStore::default(),
+            opts(),
+        );
+        let err = out.error.unwrap();
+        assert!(
+            err.contains("the Employes API rejected the token (HTTP 401)"),
+            "{err}"
+        );
+        assert!(!err.contains("expired"), "{err}");
+    }
+}
+
+#[test]
+fn erased_employees_are_neither_stored_nor_fetched_and_others_are_still_deleted() {
+    let (sim, mut store) = synced(150);
+    let ids = sim.listed_employee_ids();
+    // Forgotten: their rows are gone, and they stay listed by the API.
+    let forgotten: Vec<String> = ids[10..13].to_vec();
+    store.versions.retain(|(_, id), _| !forgotten.contains(id));
+    store.erased.extend(forgotten.iter().cloned());
+    sim.advance_with(AdvanceOptions {
+        removals: Some(2),
+        ..AdvanceOptions::none()
+    });
+    sim.reset_stats();
+    let out = run_sync(&client(&sim, 0.0), &mut store, opts());
+    assert_eq!(out.status, FinalStatus::Completed, "{out:?}");
+    assert!(out.snapshot_complete, "the erased still count as listed");
+    for id in &forgotten {
+        assert!(
+            !store.versions.keys().any(|(_, v)| v == id),
+            "{id} came back"
+        );
+    }
+    // Their histories were not fetched: pages plus one request per other listed employee.
+    let listed = sim.listed_employee_ids().len() as u64;
+    assert_eq!(out.progress.api_requests, 2 + (listed - 3) + 2, "{out:?}");
+    assert_eq!(
+        store
+            .changes
+            .iter()
+            .filter(|c| c.2 == "deleted" && c.0 == Kind::Employee)
+            .count(),
+        2,
+        "the removed employees are still detected"
+    );
+    assert!(store.logs.iter().any(
+        |(l, m)| *l == Level::Info && m.starts_with("3 listed employee(s) were erased earlier")
+    ));
 }
 
 #[test]

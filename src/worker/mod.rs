@@ -86,7 +86,7 @@ pub extern "C-unwind" fn employes_sync_worker_main(_arg: pg_sys::Datum) {
 
 /// The version of the SQL this library was built with: a worker refuses to run a session against
 /// another one (between a package upgrade and `ALTER EXTENSION employes_sync UPDATE`).
-const SQL_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(super) const SQL_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// One session, from its trigger's commit to its end.
 fn run(session: String, xid: String) {

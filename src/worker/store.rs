@@ -1,7 +1,7 @@
 //! The [`Store`] the core's sync driver writes through: the hash cache, one transaction per
 //! batch, deletions, progress, log lines and the stop flag.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use pgrx::bgworkers::BackgroundWorker;
 use serde_json::{json, Value};
@@ -23,6 +23,7 @@ pub(super) struct SpiStore {
     current: Option<CurrentHashes>,
     /// How the last batch's references were checked (logged when it changes).
     references: Option<References>,
+    erased: Option<Erased>,
 }
 
 impl SpiStore {
@@ -32,7 +33,39 @@ impl SpiStore {
             sigterm: false,
             current: None,
             references: None,
+            erased: None,
         }
+    }
+}
+
+/// The tags of the company's erased employees (`employes_forget_employee`) and the key they are
+/// made with: loaded once per sync; usually there are none, and nothing is hashed.
+struct Erased {
+    key: Vec<u8>,
+    tags: HashSet<[u8; 32]>,
+}
+
+const ERASED_LOAD: &str =
+    "SELECT k.key, e.tag FROM employes_erasures e CROSS JOIN employes_erasure_key k
+  WHERE e.company_id = $1::uuid AND e.tag IS NOT NULL";
+
+impl Erased {
+    fn load(company: &str) -> Result<Erased, StoreError> {
+        in_tx(|| {
+            let mut out = Erased {
+                key: Vec::new(),
+                tags: HashSet::new(),
+            };
+            for_each_row(ERASED_LOAD, &[company.to_owned().into()], |row| {
+                out.key = row.get::<Vec<u8>>(1).map_err(spi_err)?.unwrap_or_default();
+                let tag: Vec<u8> = row.get(2).map_err(spi_err)?.unwrap_or_default();
+                if let Ok(tag) = <[u8; 32]>::try_from(tag.as_slice()) {
+                    out.tags.insert(tag);
+                }
+                Ok(())
+            })?;
+            Ok(out)
+        })
     }
 }
 
@@ -167,6 +200,19 @@ impl Store for SpiStore {
             stats: outcome.stats,
             rejected: outcome.rejected,
         })
+    }
+
+    fn erased(&mut self, employee_id: &str) -> Result<bool, StoreError> {
+        if self.erased.is_none() {
+            self.erased = Some(Erased::load(&self.ledger.company)?);
+        }
+        let erased = self.erased.as_ref().expect("loaded above");
+        Ok(!erased.tags.is_empty()
+            && erased.tags.contains(&employes_sync_core::erasure::tag(
+                &erased.key,
+                &self.ledger.company,
+                employee_id,
+            )))
     }
 
     fn missing(&mut self, seen: &SeenIds) -> Result<Vec<String>, StoreError> {

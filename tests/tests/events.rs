@@ -1150,14 +1150,14 @@ fn the_supabase_realtime_recipe_streams_new_events_to_hr_users_only() {
         assert_eq!(
             visible(
                 c,
-                r#"{"sub":"u1","role":"authenticated","app_metadata":{"role":"hr"}}"#
+                r#"{"sub":"u1","role":"authenticated","app_metadata":{"employes_hr":true}}"#
             ),
             events
         );
         assert_eq!(
             visible(
                 c,
-                r#"{"sub":"u2","role":"authenticated","app_metadata":{"role":"employee"}}"#
+                r#"{"sub":"u2","role":"authenticated","app_metadata":{"employes_hr":"true","role":"hr"}}"#
             ),
             0
         );
@@ -1192,7 +1192,7 @@ fn the_supabase_realtime_recipe_streams_new_events_to_hr_users_only() {
     assert_eq!(
         visible(
             &mut t,
-            r#"{"sub":"u1","role":"authenticated","app_metadata":{"role":"hr"}}"#
+            r#"{"sub":"u1","role":"authenticated","app_metadata":{"employes_hr":true}}"#
         ),
         0
     );

@@ -348,7 +348,7 @@ fn unauthorized_mid_sync_fails_fast_without_deleting() {
         list_expect: Expect {
             status: "error",
             error: &[
-                "authentication failed (HTTP 401)",
+                "the Employes API rejected the token (HTTP 401)",
                 "check employes_sync.api_token",
             ],
             retries: 0,
@@ -363,7 +363,10 @@ fn unauthorized_mid_sync_fails_fast_without_deleting() {
         },
         history_expect: Expect {
             status: "error",
-            error: &["authentication failed (HTTP 401)", "/employments"],
+            error: &[
+                "the Employes API rejected the token (HTTP 401)",
+                "/employments",
+            ],
             retries: 0,
             log: None,
             snapshot_complete: false,
@@ -460,7 +463,10 @@ fn forbidden_for_a_bad_key_during_history_fails_fast() {
             &s,
             &Expect {
                 status: "error",
-                error: &["authentication failed (HTTP 403)", "Authorization header"],
+                error: &[
+                    "the Employes API rejected the token (HTTP 403)",
+                    "Authorization header",
+                ],
                 retries: 0,
                 log: None,
                 snapshot_complete: false,

@@ -428,12 +428,11 @@ fn supabase_grant_script_gives_each_role_exactly_its_rights_with_row_level_secur
         "SELECT employes_sync_launch_worker(gen_random_uuid(), '1')",
         "SELECT employes_employee_as_of('x')",
         "SELECT employes_timeline_apply(NULL, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')",
-        "SELECT * FROM employes_sync_sessions",
+        "SELECT employes_forget_employee('x')",
+        "SELECT * FROM employes_erasures",
+        "SELECT * FROM employes_former_employees",
+        "SELECT * FROM employes_webhook_deliveries",
         "SELECT * FROM employes_sync_logs",
-        "SELECT * FROM employes_raw_data",
-        "SELECT * FROM employes_changes",
-        "SELECT * FROM employes_current",
-        "SELECT * FROM employes_recent_changes",
         "SELECT * FROM employes_sync_companies",
         "SELECT * FROM employes_sync_company_settings",
         "SELECT * FROM employes_sync_company_tokens",
@@ -468,12 +467,17 @@ fn supabase_grant_script_gives_each_role_exactly_its_rights_with_row_level_secur
     )
     .unwrap();
 
-    // Row level security: a careless GRANT to authenticated still shows no row.
-    c.batch_execute(
-        "GRANT SELECT ON employes_raw_data, employes_changes, employes_events TO authenticated",
-    )
-    .unwrap();
-    for table in ["employes_raw_data", "employes_changes", "employes_events"] {
+    // Row level security: authenticated may read the HR panel's tables and views, and sees no
+    // row of them without the HR claim (tests/tests/personal_data.rs checks both sides).
+    for table in [
+        "employes_raw_data",
+        "employes_changes",
+        "employes_events",
+        "employes_timeline",
+        "employes_current",
+        "employes_recent_changes",
+        "employes_sync_sessions",
+    ] {
         let rows = as_role(
             &mut c,
             "authenticated",

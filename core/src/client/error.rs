@@ -9,11 +9,14 @@ use serde_json::Value;
 pub enum ApiError {
     #[error("configuration error: {0}")]
     Config(String),
-    #[error("GET {url}: authentication failed (HTTP {status}): {message}; check employes_sync.api_token")]
+    /// The token was refused: `expired_at` is its `exp` when that has passed (the token
+    /// expired), `None` when it has not or is unknown (the API rejected it).
+    #[error("GET {url}: {}", refused(*status, message, expired_at.as_deref()))]
     Auth {
         url: String,
         status: u16,
         message: String,
+        expired_at: Option<String>,
     },
     #[error("GET {url}: access restricted (HTTP 403): {message}")]
     Restricted { url: String, message: String },
@@ -43,6 +46,18 @@ pub enum ApiError {
     Stopped,
 }
 
+/// Why the token was refused, and what to do.
+fn refused(status: u16, message: &str, expired_at: Option<&str>) -> String {
+    match expired_at {
+        Some(at) => format!(
+            "the Employes token expired at {at} (HTTP {status}); set a new one in employes_sync.api_token, or with employes_sync_set_company_token() for a company with a token of its own"
+        ),
+        None => format!(
+            "the Employes API rejected the token (HTTP {status}): {message}; check employes_sync.api_token (or the company's own token)"
+        ),
+    }
+}
+
 /// "1 attempt", "3 attempts".
 fn tries(n: u32) -> String {
     if n == 1 {
@@ -66,7 +81,12 @@ impl ApiError {
             } => {
                 serde_json::json!({"url": url, "status": status, "attempts": attempts, "body": body})
             }
-            ApiError::Auth { url, status, .. } => serde_json::json!({"url": url, "status": status}),
+            ApiError::Auth {
+                url,
+                status,
+                expired_at,
+                ..
+            } => serde_json::json!({"url": url, "status": status, "token_expired_at": expired_at}),
             ApiError::Restricted { url, .. } | ApiError::Shape { url, .. } => {
                 serde_json::json!({"url": url})
             }

@@ -189,6 +189,7 @@ impl Client {
                 url: url.into(),
                 status,
                 message: message(),
+                expired_at: self.token_expired_at(),
             }),
             403 => Attempt::Fail(forbidden(url, message())),
             429 => Attempt::Retry {
@@ -201,6 +202,13 @@ impl Client {
             },
             _ => Attempt::Fail(status_error(message())),
         }
+    }
+
+    /// The token's expiry when it has passed (RFC 3339, UTC), for the error of a 401.
+    fn token_expired_at(&self) -> Option<String> {
+        crate::token::expiry(&self.cfg.token)
+            .filter(|at| *at <= chrono::Utc::now())
+            .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
     }
 
     fn jitter(&self, max: Duration) -> Duration {
@@ -227,6 +235,7 @@ fn forbidden(url: &str, message: String) -> ApiError {
             url: url.into(),
             status: 403,
             message,
+            expired_at: None,
         }
     } else {
         ApiError::Restricted {

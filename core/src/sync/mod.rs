@@ -216,6 +216,8 @@ struct Run<'a> {
     no_history: u64,
     restricted: u64,
     history_failed: u64,
+    /// Listed employees who were erased: neither stored nor fetched.
+    erased_listed: u64,
 }
 
 impl<'a> Run<'a> {
@@ -236,6 +238,7 @@ impl<'a> Run<'a> {
             no_history: 0,
             restricted: 0,
             history_failed: 0,
+            erased_listed: 0,
         }
     }
 

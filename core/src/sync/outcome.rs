@@ -92,6 +92,17 @@ impl Run<'_> {
             );
         }
         self.log_history_summary(store);
+        if self.erased_listed > 0 {
+            store.log(
+                Level::Info,
+                "snapshot",
+                &format!(
+                    "{} listed employee(s) were erased earlier (employes_forget_employee) and were not stored again; employes_unforget_employee() lets one back",
+                    self.erased_listed
+                ),
+                json!({"erased_listed": self.erased_listed}),
+            );
+        }
         let _ = store.progress(&self.progress);
         let (status, error) = self.status(complete, &reasons);
         Outcome {

@@ -85,6 +85,26 @@ impl Run<'_> {
             let Some(id) = self.listed_id(store, page, i, &record) else {
                 continue;
             };
+            match store.erased(&id) {
+                Ok(false) => {}
+                Ok(true) => {
+                    self.erased_listed += 1;
+                    continue;
+                }
+                Err(e) => {
+                    // Not knowing is not storing: a record that may be of an erased employee is
+                    // left out, and the snapshot no longer counts as complete.
+                    self.snapshot_doubts
+                        .push(format!("the erased employees could not be read: {e}"));
+                    self.error(
+                        store,
+                        "snapshot",
+                        format!("the erased employees could not be read, page {page} was not stored: {e}"),
+                        e.details(),
+                    );
+                    return (Vec::new(), Vec::new());
+                }
+            }
             let problems = crate::shape::check_employee(&record);
             if !problems.is_empty() {
                 odd.push(json!({"employee_id": id, "problems": problems}));

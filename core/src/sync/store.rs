@@ -199,6 +199,13 @@ pub trait Store {
         records: Vec<Incoming>,
         progress: &Progress,
     ) -> Result<Applied, StoreError>;
+    /// Whether this employee was erased (`employes_forget_employee`) and must not be stored
+    /// again: the driver then neither stores their record nor fetches their history. The
+    /// default: nobody was.
+    fn erased(&mut self, employee_id: &str) -> Result<bool, StoreError> {
+        let _ = employee_id;
+        Ok(false)
+    }
     /// The employees with a current record who are not in `seen`, sorted.
     fn missing(&mut self, seen: &SeenIds) -> Result<Vec<String>, StoreError>;
     /// Marks the current records of these employees deleted; returns how many employees (as
