@@ -1,4 +1,5 @@
--- Every distinct version of every fetched record. History is never erased.
+-- Every distinct version of every fetched record. A sync never erases history (only an erasure
+-- of a former employee does: sql/10_personal_data.sql).
 --
 -- The text keys of the history tables (kind, employee_id, and field_path, change_type,
 -- event_type, event_key below) compare byte by byte (COLLATE "C"), as the worker's Rust code

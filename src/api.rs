@@ -225,11 +225,12 @@ mod tests {
         assert_eq!(
             dumped.as_deref(),
             Some(
-                "employes_changes employes_changes_id_seq employes_events employes_events_id_seq \
+                "employes_changes employes_changes_id_seq employes_erasure_key employes_erasures \
+                 employes_erasures_id_seq employes_events employes_events_id_seq \
                  employes_raw_data employes_raw_data_id_seq \
                  employes_sync_company_settings employes_sync_logs employes_sync_logs_id_seq \
-                 employes_sync_session_companies employes_sync_sessions employes_timeline \
-                 employes_webhook_deliveries employes_webhook_deliveries_id_seq \
+                 employes_sync_session_companies employes_sync_sessions employes_sync_token_warnings \
+                 employes_timeline employes_webhook_deliveries employes_webhook_deliveries_id_seq \
                  employes_webhook_subscriptions"
             )
         );
