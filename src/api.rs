@@ -357,4 +357,51 @@ mod tests {
         .unwrap();
         assert_eq!(got.as_deref(), Some("f,f,f,f,f,t"));
     }
+
+    /// Each company's token is warned about once at the threshold it has reached (30, 7 or 1
+    /// days before it expires, or after), never before 30 days and never twice.
+    #[pg_test]
+    fn token_warnings_come_once_per_threshold() {
+        Spi::run(
+            "CREATE FUNCTION pg_temp.jwt(expires timestamptz) RETURNS text LANGUAGE sql AS $$
+                 SELECT 'eyJhbGciOiJIUzI1NiJ9.'
+                        || rtrim(translate(encode(convert_to('{\"exp\":' || floor(extract(epoch FROM expires))::bigint || '}', 'UTF8'),
+                                                  'base64'), '+/', '-_'), '=') || '.c2ln' $$;
+             SELECT employes_sync_add_company(('00000000-0000-4000-8000-00000000000' || n)::uuid, 'c' || n,
+                                              pg_temp.jwt(now() + d))
+               FROM (VALUES (1, interval '40 days'), (2, interval '20 days 1 hour'), (3, interval '3 days 1 hour'),
+                            (4, interval '12 hours'), (5, interval '-23 hours')) v (n, d);
+             SELECT employes_sync_add_company('00000000-0000-4000-8000-000000000006', 'not a jwt', 'plain-token-6');",
+        )
+        .unwrap();
+        let given = Spi::get_one::<String>(
+            "SELECT string_agg(w ->> 'company_id' || ':' || (w ->> 'threshold_days') || ':' || (w ->> 'days_left'), ' '
+                               ORDER BY w ->> 'company_id')
+               FROM jsonb_array_elements(employes_sync_check_tokens()) w",
+        )
+        .unwrap();
+        assert_eq!(
+            given.as_deref(),
+            Some(
+                "00000000-0000-4000-8000-000000000002:30:20 00000000-0000-4000-8000-000000000003:7:3 \
+                 00000000-0000-4000-8000-000000000004:1:0 00000000-0000-4000-8000-000000000005:1:-1"
+            )
+        );
+        let again =
+            Spi::get_one::<i64>("SELECT jsonb_array_length(employes_sync_check_tokens())::bigint")
+                .unwrap();
+        assert_eq!(again, Some(0));
+        let (events, logs) = Spi::get_two::<i64, i64>(
+            "SELECT (SELECT count(*) FROM employes_events WHERE event_type = 'token.expiring' AND session_id IS NULL),
+                    (SELECT count(*) FROM employes_sync_logs WHERE step = 'token' AND level = 'warning')",
+        )
+        .unwrap();
+        assert_eq!((events, logs), (Some(4), Some(4)));
+        // The panel: a warning for each of those four, none for 40 days or a token that is not a JWT.
+        let warnings = Spi::get_one::<i64>(
+            "SELECT jsonb_array_length(employes_sync_status() -> 'warnings')::bigint",
+        )
+        .unwrap();
+        assert_eq!(warnings, Some(4));
+    }
 }
