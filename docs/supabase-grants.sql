@@ -8,8 +8,9 @@
 --   authenticated  start a sync and read the status panel; HR users (JWT
 --                  app_metadata.employes_hr = true) also read what a "Recent changes" panel
 --                  shows: employes_current, employes_recent_changes, employes_changes,
---                  employes_timeline, employes_events (and the versions and sessions those
---                  views read). Every other signed-in user sees 0 rows of them.
+--                  employes_timeline, employes_events (and the versions, and three columns
+--                  of the sessions, that those views read). Every other signed-in user sees
+--                  0 rows of them.
 --   service_role   the functions of syncs and schedules, and SELECT on the data, the ledger,
 --                  the events and the companies (not their management, not their tokens, not
 --                  webhooks, not erasure)
@@ -20,8 +21,7 @@ BEGIN;
 
 -- Supabase's default privileges hand anon/authenticated/service_role every new object: take them
 -- back, from every table, view and function of the extension (whatever a later version adds).
--- Four helpers stay executable by PUBLIC (two read JSON values, two a token's expiry): the views
--- call them with the caller's rights.
+-- Two pure JSON helpers stay executable by PUBLIC: the views call them with the caller's rights.
 DO $$
 DECLARE
     obj record;
@@ -31,9 +31,7 @@ BEGIN
                       CASE WHEN d.classid = 'pg_proc'::regclass THEN d.objid::regprocedure::text
                            ELSE d.objid::regclass::text END) AS target,
                d.classid = 'pg_proc'::regclass
-                   AND d.objid::regprocedure::text IN ('employes_sync_jdate(jsonb)', 'employes_sync_jnum(jsonb)',
-                                                        'employes_sync_token_expiry(text)',
-                                                        'employes_sync_setting_token_expiry()')
+                   AND d.objid::regprocedure::text IN ('employes_sync_jdate(jsonb)', 'employes_sync_jnum(jsonb)')
                    AS keep_public
           FROM pg_depend d
          WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
@@ -54,8 +52,10 @@ GRANT EXECUTE ON FUNCTION employes_sync_trigger(text, text, uuid), employes_sync
   TO authenticated;
 -- authenticated: the HR panel, its rows only for HR users (the policies below)
 GRANT SELECT ON employes_current, employes_recent_changes, employes_changes, employes_timeline, employes_events,
-                employes_raw_data, employes_sync_sessions
+                employes_raw_data
   TO authenticated;
+-- (the views read as the caller: employes_recent_changes needs these columns of the sessions)
+GRANT SELECT (id, source, triggered_by) ON employes_sync_sessions TO authenticated;
 GRANT EXECUTE ON FUNCTION employes_events_since(bigint, integer) TO authenticated;
 
 -- service_role: everything a back office or server job needs
@@ -70,6 +70,8 @@ GRANT SELECT ON employes_sync_sessions, employes_sync_logs, employes_raw_data, e
                 employes_sync_session_companies, employes_sync_companies, employes_events
   TO service_role;
 GRANT EXECUTE ON FUNCTION employes_events_since(bigint, integer) TO service_role;
+-- (employes_sync_companies shows when each company's token expires: it calls these as its reader)
+GRANT EXECUTE ON FUNCTION employes_sync_token_expiry(text), employes_sync_setting_token_expiry() TO service_role;
 -- Webhooks (their URLs and secrets) and erasure are the database admin's, like companies:
 -- employes_webhook_*, employes_forget_employee and employes_erasures stay revoked. Companies and
 -- their tokens are managed by the admin (a superuser), not by a key an app holds: the view

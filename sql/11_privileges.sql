@@ -1,7 +1,7 @@
 -- PUBLIC, and any role that default privileges would hand new objects to (Supabase grants
 -- anon/authenticated everything created in public), get nothing: every grant is explicit
--- (README, "Security and grants"). Helpers that only read JSON values or a token's expiry stay
--- executable, since the views call them with the caller's rights.
+-- (README, "Security and grants"). Helpers that only read JSON values stay executable, since
+-- the views call them with the caller's rights.
 DO $$
 DECLARE
     ext oid := (SELECT oid FROM pg_extension WHERE extname = 'employes_sync');
@@ -13,9 +13,7 @@ BEGIN
                       CASE WHEN d.classid = 'pg_proc'::regclass THEN d.objid::regprocedure::text
                            ELSE d.objid::regclass::text END) AS target,
                d.classid = 'pg_proc'::regclass
-                   AND d.objid::regprocedure::text IN ('employes_sync_jdate(jsonb)', 'employes_sync_jnum(jsonb)',
-                                                        'employes_sync_token_expiry(text)',
-                                                        'employes_sync_setting_token_expiry()')
+                   AND d.objid::regprocedure::text IN ('employes_sync_jdate(jsonb)', 'employes_sync_jnum(jsonb)')
                    AS keep_public
           FROM pg_depend d
          WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext AND d.deptype = 'e'

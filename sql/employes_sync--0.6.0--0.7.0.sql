@@ -345,7 +345,9 @@ $$;
 COMMENT ON FUNCTION employes_sync_erasure_tag(uuid, text) IS
     'Internal: the erasure tag of an employee of a company (SHA-256 of the erasure key and company/employee id); NULL before the first erasure.';
 
--- Every place an employee id occurs in text replaced by [erased].
+-- Every place an employee id occurs in text, as a whole id (not inside a longer one, a number or
+-- a uuid), replaced by [erased]. Ids are letters, digits and - _ . ~ (what a sync accepts); a
+-- dot after one ends a sentence when no id character follows it.
 CREATE FUNCTION employes_sync_redact(t text, ids text[])
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
@@ -355,13 +357,34 @@ DECLARE
     i text;
 BEGIN
     FOREACH i IN ARRAY ids LOOP
-        t := replace(t, i, '[erased]');
+        CONTINUE WHEN strpos(t, i) = 0;
+        t := regexp_replace(t, '(^|[^A-Za-z0-9_.~-])' || replace(i, '.', '\.') || '(?=$|[^A-Za-z0-9_.~-]|\.($|[^A-Za-z0-9_~-]))',
+                            '\1[erased]', 'g');
     END LOOP;
     RETURN t;
 END
 $$;
 COMMENT ON FUNCTION employes_sync_redact(text, text[]) IS
-    'Internal: the text with every occurrence of the given ids replaced by [erased].';
+    'Internal: the text with every whole occurrence of the given employee ids replaced by [erased].';
+
+-- The same inside the string values of a jsonb document (numbers, keys and structure unchanged).
+CREATE FUNCTION employes_sync_redact(j jsonb, ids text[])
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+BEGIN
+    RETURN CASE jsonb_typeof(j)
+        WHEN 'string' THEN to_jsonb(employes_sync_redact(j #>> '{}', ids))
+        WHEN 'object' THEN (SELECT coalesce(jsonb_object_agg(e.key, employes_sync_redact(e.value, ids)), '{}'::jsonb)
+                              FROM jsonb_each(j) e)
+        WHEN 'array' THEN (SELECT coalesce(jsonb_agg(employes_sync_redact(e.value, ids) ORDER BY e.n), '[]'::jsonb)
+                             FROM jsonb_array_elements(j) WITH ORDINALITY e (value, n))
+        ELSE j END;
+END
+$$;
+COMMENT ON FUNCTION employes_sync_redact(jsonb, text[]) IS
+    'Internal: the jsonb document with every whole occurrence of the given employee ids in its string values replaced by [erased].';
 
 -- Former employees: no longer listed by Employes, or listed as "out of service". left_on is the
 -- end date of their employment when the record gives one, else the day they stopped being
@@ -383,6 +406,37 @@ SELECT r.company_id,
 COMMENT ON VIEW employes_former_employees IS
     'Employees who can be forgotten (employes_forget_employee): no longer listed by Employes, or listed as "out of service"; left_on is their employment''s end date, else the day they stopped being listed (or their last record was first seen). Reads with the caller''s rights.';
 
+-- Whether the history tables carry nothing of the user's: no trigger or rule that fires in origin
+-- or replica mode, no foreign key on them or pointing at them but the extension's. Then a
+-- statement that checks its own references may run with the per-row foreign-key triggers off
+-- (session_replication_role = replica, as a logical replication apply worker runs) and skip
+-- nothing anyone else put there: the sync's history writes (src/worker/references.rs) and an
+-- erasure's deletes do. Asked with the history tables locked (ROW EXCLUSIVE), so none can be
+-- added before the transaction ends.
+CREATE FUNCTION employes_sync_history_is_ours()
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, @extschema@, pg_temp
+AS $$
+    SELECT has_parameter_privilege('session_replication_role', 'SET')
+       AND NOT EXISTS (SELECT 1 FROM pg_trigger
+                        WHERE tgrelid IN ('employes_raw_data'::regclass, 'employes_changes'::regclass)
+                          AND NOT tgisinternal AND tgenabled IN ('O', 'R'))
+       AND NOT EXISTS (SELECT 1 FROM pg_rewrite
+                        WHERE ev_class IN ('employes_raw_data'::regclass, 'employes_changes'::regclass)
+                          AND ev_enabled IN ('O', 'R'))
+       AND NOT EXISTS (SELECT 1 FROM pg_constraint
+                        WHERE contype = 'f'
+                          AND (conrelid IN ('employes_raw_data'::regclass, 'employes_changes'::regclass)
+                               OR confrelid IN ('employes_raw_data'::regclass, 'employes_changes'::regclass))
+                          AND conname <> ALL (ARRAY['employes_raw_data_first_session_id_fkey',
+                                                    'employes_raw_data_closed_session_id_fkey',
+                                                    'employes_changes_session_id_fkey', 'employes_changes_raw_from_id_fkey',
+                                                    'employes_changes_raw_to_id_fkey']))
+$$;
+COMMENT ON FUNCTION employes_sync_history_is_ours() IS
+    'Internal: whether no trigger, rule or foreign key of the user''s is on (or points at) employes_raw_data and employes_changes, so that a statement that checks its references itself may skip the per-row foreign-key triggers.';
+
 -- Removes every row of these employees of a company (all their versions, changes, timeline,
 -- events and those events' deliveries), redacts their id where text mentions it (logs, session
 -- errors, sync events), and records one erasure per employee. The caller has checked them and
@@ -393,7 +447,6 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
 DECLARE
-    escaped text[] := ARRAY(SELECT substr(to_jsonb(i)::text, 2, length(to_jsonb(i)::text) - 2) FROM unnest(ids) i);
     deliveries jsonb;
     events jsonb;
     timeline jsonb;
@@ -403,42 +456,72 @@ DECLARE
     sessions integer;
     sync_events integer;
     rec employes_erasures;
+    versions bigint[];
+    set_wise boolean;
+    role text := current_setting('session_replication_role');
 BEGIN
     INSERT INTO employes_erasure_key (key) VALUES (uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()))
     ON CONFLICT DO NOTHING;
+    -- The webhook worker queues no delivery of an event about to go (it waits for this commit,
+    -- then no longer sees the event).
+    LOCK TABLE employes_webhook_deliveries IN SHARE ROW EXCLUSIVE MODE;
     -- Event writers hold this lock: ids keep being handed out in commit order.
     PERFORM employes_events_lock();
     WITH d AS (
         DELETE FROM employes_webhook_deliveries d USING employes_events e
-         WHERE d.event_id = e.id AND e.company_id = company AND e.employee_id = ANY (ids)
+         WHERE d.event_id = e.id AND e.company_id = company AND e.employee_id IN (SELECT unnest(ids))
         RETURNING e.employee_id, d.status
     )
     SELECT jsonb_object_agg(x.employee_id, jsonb_build_array(x.n, x.pending)) INTO deliveries
       FROM (SELECT d.employee_id, count(*) AS n, count(*) FILTER (WHERE d.status = 'pending') AS pending
               FROM d GROUP BY d.employee_id) x;
-    WITH d AS (DELETE FROM employes_events e WHERE e.company_id = company AND e.employee_id = ANY (ids) RETURNING e.employee_id)
+    WITH d AS (DELETE FROM employes_events e WHERE e.company_id = company AND e.employee_id IN (SELECT unnest(ids))
+               RETURNING e.employee_id)
     SELECT jsonb_object_agg(x.employee_id, x.n) INTO events FROM (SELECT d.employee_id, count(*) AS n FROM d GROUP BY 1) x;
     WITH d AS (DELETE FROM employes_timeline t WHERE t.company_id = company AND t.employee_id = ANY (ids) RETURNING t.employee_id)
     SELECT jsonb_object_agg(x.employee_id, x.n) INTO timeline FROM (SELECT d.employee_id, count(*) AS n FROM d GROUP BY 1) x;
     WITH d AS (DELETE FROM employes_changes c WHERE c.company_id = company AND c.employee_id = ANY (ids) RETURNING c.employee_id)
     SELECT jsonb_object_agg(x.employee_id, x.n) INTO changes FROM (SELECT d.employee_id, count(*) AS n FROM d GROUP BY 1) x;
-    WITH d AS (DELETE FROM employes_raw_data r WHERE r.company_id = company AND r.employee_id = ANY (ids) RETURNING r.employee_id)
+    -- The versions are referred to by their own changes only, deleted above. The foreign-key
+    -- triggers would check each deleted version with a read of the whole change table (nothing
+    -- indexes raw_from_id or raw_to_id: the sync checks its references set-wise, as
+    -- src/worker/references.rs says), so when nothing of the user's is on the history tables
+    -- this checks them in one pass and turns the triggers off for the one statement.
+    LOCK TABLE employes_raw_data, employes_changes IN ROW EXCLUSIVE MODE;
+    versions := ARRAY(SELECT r.id FROM employes_raw_data r WHERE r.company_id = company AND r.employee_id = ANY (ids));
+    set_wise := employes_sync_history_is_ours();
+    IF set_wise THEN
+        IF EXISTS (SELECT 1 FROM employes_changes c WHERE c.raw_from_id IN (SELECT unnest(versions)))
+           OR EXISTS (SELECT 1 FROM employes_changes c WHERE c.raw_to_id IN (SELECT unnest(versions))) THEN
+            RAISE EXCEPTION 'a change of another employee refers to a version of the employees to forget'
+                USING ERRCODE = 'foreign_key_violation';
+        END IF;
+        PERFORM set_config('session_replication_role', 'replica', true);
+    END IF;
+    WITH d AS (DELETE FROM employes_raw_data r WHERE r.id IN (SELECT unnest(versions)) RETURNING r.employee_id)
     SELECT jsonb_object_agg(x.employee_id, x.n) INTO raw FROM (SELECT d.employee_id, count(*) AS n FROM d GROUP BY 1) x;
+    IF set_wise THEN
+        PERFORM set_config('session_replication_role', role, true);
+    END IF;
     -- Text that names them: their id becomes [erased]; a log line about them also loses the
     -- database's detail and the API's answer it may have kept.
     UPDATE employes_sync_logs l
        SET message = employes_sync_redact(l.message, ids),
-           details = employes_sync_redact(l.details::text, escaped)::jsonb - 'detail' - 'body'
-     WHERE EXISTS (SELECT 1 FROM unnest(ids) i WHERE strpos(l.message, i) > 0)
-        OR EXISTS (SELECT 1 FROM unnest(escaped) i WHERE strpos(l.details::text, i) > 0);
+           details = employes_sync_redact(l.details, ids) - 'detail' - 'body'
+     WHERE EXISTS (SELECT 1 FROM unnest(ids) i WHERE strpos(l.message, i) > 0 OR strpos(l.details::text, i) > 0)
+       AND (employes_sync_redact(l.message, ids) IS DISTINCT FROM l.message
+            OR employes_sync_redact(l.details, ids) IS DISTINCT FROM l.details);
     GET DIAGNOSTICS logs = ROW_COUNT;
     UPDATE employes_sync_sessions s SET error = employes_sync_redact(s.error, ids)
-     WHERE EXISTS (SELECT 1 FROM unnest(ids) i WHERE strpos(s.error, i) > 0);
+     WHERE EXISTS (SELECT 1 FROM unnest(ids) i WHERE strpos(s.error, i) > 0)
+       AND employes_sync_redact(s.error, ids) IS DISTINCT FROM s.error;
     GET DIAGNOSTICS sessions = ROW_COUNT;
     UPDATE employes_sync_session_companies s SET error = employes_sync_redact(s.error, ids)
-     WHERE s.company_id = company AND EXISTS (SELECT 1 FROM unnest(ids) i WHERE strpos(s.error, i) > 0);
-    UPDATE employes_events e SET data = employes_sync_redact(e.data::text, escaped)::jsonb
-     WHERE e.employee_id IS NULL AND EXISTS (SELECT 1 FROM unnest(escaped) i WHERE strpos(e.data::text, i) > 0);
+     WHERE s.company_id = company AND EXISTS (SELECT 1 FROM unnest(ids) i WHERE strpos(s.error, i) > 0)
+       AND employes_sync_redact(s.error, ids) IS DISTINCT FROM s.error;
+    UPDATE employes_events e SET data = employes_sync_redact(e.data, ids)
+     WHERE e.employee_id IS NULL AND EXISTS (SELECT 1 FROM unnest(ids) i WHERE strpos(e.data::text, i) > 0)
+       AND employes_sync_redact(e.data, ids) IS DISTINCT FROM e.data;
     GET DIAGNOSTICS sync_events = ROW_COUNT;
 
     -- Someone erased before, let back and erased again keeps one tag: the newest erasure's.
@@ -454,7 +537,7 @@ BEGIN
                    'events', coalesce((events ->> i)::bigint, 0),
                    'webhook_deliveries', coalesce((deliveries -> i ->> 0)::bigint, 0),
                    'pending_deliveries', coalesce((deliveries -> i ->> 1)::bigint, 0),
-                   -- text redacted for all of them together
+                   -- text redacted for the whole erasure (a retention round forgets several at once)
                    'log_lines', logs, 'sessions', sessions, 'sync_events', sync_events),
                employes_sync_erasure_tag(company, i)
           FROM unnest(ids) WITH ORDINALITY AS u (i, n)
@@ -475,19 +558,19 @@ $$;
 COMMENT ON FUNCTION employes_sync_forget(uuid, text[], text, text, text) IS
     'Internal: removes every row of these employees of a company, redacts their ids in logs, session errors and sync events, and records one erasure each (employes_forget_employee and the retention call it).';
 
--- Whether a queued or running session syncs this company (or every company).
-CREATE FUNCTION employes_sync_company_syncing(company uuid)
-RETURNS boolean
+-- The queued or running session whose worker is alive, if any.
+CREATE FUNCTION employes_sync_active_session()
+RETURNS uuid
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
-    SELECT EXISTS (SELECT 1 FROM employes_sync_sessions ss
-                    WHERE ss.status IN ('queued', 'running')
-                      AND (ss.requested_company IS NULL OR ss.requested_company = company)
-                      AND employes_sync_session_stale_reason(ss.status, ss.worker_pid, ss.worker_instance, ss.created_at) IS NULL)
+    SELECT ss.id FROM employes_sync_sessions ss
+     WHERE ss.status IN ('queued', 'running')
+       AND employes_sync_session_stale_reason(ss.status, ss.worker_pid, ss.worker_instance, ss.created_at) IS NULL
+     LIMIT 1
 $$;
-COMMENT ON FUNCTION employes_sync_company_syncing(uuid) IS
-    'Internal: whether a queued or running session syncs this company.';
+COMMENT ON FUNCTION employes_sync_active_session() IS
+    'Internal: the queued or running session whose worker is alive, if any (an erasure waits for none).';
 
 CREATE FUNCTION employes_forget_employee(employee_id text, company_id uuid DEFAULT NULL, reason text DEFAULT NULL)
 RETURNS employes_erasures
@@ -500,6 +583,7 @@ DECLARE
     companies uuid[];
     latest employes_raw_data;
     said text;
+    active uuid;
     out employes_erasures;
 BEGIN
     IF emp IS NULL OR btrim(emp) = '' THEN
@@ -515,8 +599,15 @@ BEGIN
             HINT = 'run it on the primary; the standby follows';
     END IF;
     -- No sync may run while the rows go, nor start before they are gone: a new session waits
-    -- for this transaction (its INSERT conflicts with this lock).
-    LOCK TABLE employes_sync_sessions IN SHARE MODE;
+    -- for this transaction (its INSERT conflicts with this lock, and so does another erasure).
+    -- A sync of any company refuses it: its writes take the events lock, then update its
+    -- session, the reverse of this order.
+    LOCK TABLE employes_sync_sessions IN SHARE ROW EXCLUSIVE MODE;
+    active := employes_sync_active_session();
+    IF active IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot forget an employee while session % syncs', active USING ERRCODE = 'PT409',
+            HINT = 'wait for the session to end (employes_sync_wait) or cancel it (employes_sync_cancel), then try again';
+    END IF;
     SELECT array_agg(DISTINCT r.company_id) INTO companies
       FROM employes_raw_data r
      WHERE r.kind = 'employee' AND r.employee_id = emp AND (company IS NULL OR r.company_id = company);
@@ -529,10 +620,6 @@ BEGIN
             HINT = 'give company_id: employes_forget_employee(employee_id, company_id, reason)';
     END IF;
     company := companies[1];
-    IF employes_sync_company_syncing(company) THEN
-        RAISE EXCEPTION 'cannot forget an employee of company % while a session syncs it', company USING ERRCODE = 'PT409',
-            HINT = 'wait for the session to end (employes_sync_wait) or cancel it (employes_sync_cancel), then try again';
-    END IF;
     SELECT * INTO latest FROM employes_raw_data r
      WHERE r.company_id = company AND r.kind = 'employee' AND r.employee_id = emp ORDER BY r.version DESC LIMIT 1;
     IF latest.valid_to IS NULL AND coalesce(latest.payload ->> 'status', '') <> 'out of service' THEN
@@ -557,7 +644,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION employes_forget_employee(text, uuid, text) IS
-    'Forgets a former employee (GDPR erasure): removes every raw version, change, timeline event, event and webhook delivery of theirs, replaces their id by [erased] in logs, session errors and sync events, and returns the record of the erasure (when, by whom, why, how many rows; never who). A later sync skips them if the API lists them again (employes_unforget_employee lets them back). SQLSTATE 22023 for a NULL id or a reason that names them, P0002 for an unknown employee, 21000 when the id exists in several companies, 55000 when Employes still lists them as current, PT409 while a session syncs the company, 25006 on a standby.';
+    'Forgets a former employee (GDPR erasure): removes every raw version, change, timeline event, event and webhook delivery of theirs, replaces their id by [erased] in logs, session errors and sync events, and returns the record of the erasure (when, by whom, why, how many rows; never who). A later sync skips them if the API lists them again (employes_unforget_employee lets them back). SQLSTATE 22023 for a NULL id or a reason that names them, P0002 for an unknown employee, 21000 when the id exists in several companies, 55000 when Employes still lists them as current, PT409 while a session syncs, 25006 on a standby.';
 
 CREATE FUNCTION employes_unforget_employee(employee_id text, company_id uuid)
 RETURNS employes_erasures
@@ -618,8 +705,8 @@ $$;
 COMMENT ON FUNCTION employes_sync_remove_old_payloads(integer) IS
     'Internal (the watchdog, after employes_sync.raw_retention_days): removes the payload of raw versions superseded more than days ago; returns how many.';
 
--- Forgets the former employees who left more than `days` ago, company by company; a company
--- that is syncing waits for the next round.
+-- Forgets the former employees who left more than `days` ago, company by company; while a
+-- session syncs, nobody (the next round tries again).
 CREATE FUNCTION employes_sync_forget_former(days integer)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
@@ -634,17 +721,18 @@ BEGIN
     IF days IS NULL OR days < 1 THEN
         RETURN jsonb_build_object('employees_forgotten', 0, 'former_skipped_syncing', 0);
     END IF;
-    LOCK TABLE employes_sync_sessions IN SHARE MODE;
+    -- As employes_forget_employee: nothing while a session syncs (the next round tries again).
+    LOCK TABLE employes_sync_sessions IN SHARE ROW EXCLUSIVE MODE;
+    IF employes_sync_active_session() IS NOT NULL THEN
+        RETURN jsonb_build_object('employees_forgotten', 0, 'former_skipped_syncing',
+                                  (SELECT count(*) FROM employes_former_employees f WHERE f.left_on < current_date - days));
+    END IF;
     FOR c, ids IN
         SELECT f.company_id, array_agg(f.employee_id ORDER BY f.employee_id)
           FROM employes_former_employees f
          WHERE f.left_on < current_date - days
          GROUP BY f.company_id
     LOOP
-        IF employes_sync_company_syncing(c) THEN
-            skipped := skipped + cardinality(ids);
-            CONTINUE;
-        END IF;
         PERFORM employes_sync_forget(c, ids, format('former_employee_retention_days = %s', days), 'employes_sync watchdog',
                                      'retention');
         forgotten := forgotten + cardinality(ids);
@@ -653,7 +741,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION employes_sync_forget_former(integer) IS
-    'Internal (the watchdog, after employes_sync.former_employee_retention_days): forgets the former employees whose left_on is more than days ago, except in a company that is syncing.';
+    'Internal (the watchdog, after employes_sync.former_employee_retention_days): forgets the former employees whose left_on is more than days ago, unless a session is syncing.';
 
 -- The token warnings given: one per token expiry and threshold (30, 7 and 1 days before).
 CREATE TABLE employes_sync_token_warnings (
@@ -747,29 +835,13 @@ $$;
 COMMENT ON FUNCTION employes_sync_check_tokens() IS
     'Internal (the watchdog): for each enabled company whose token expires within 30, 7 or 1 days (or has expired), once per threshold: a warning log line and a token.expiring event; returns the warnings given now.';
 
--- What the watchdog does every employes_sync.housekeeping_interval.
-CREATE FUNCTION employes_sync_housekeeping(raw_retention_days integer, former_employee_retention_days integer)
-RETURNS jsonb
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, @extschema@, pg_temp
-AS $$
-BEGIN
-    RETURN jsonb_build_object('raw_payloads_removed', employes_sync_remove_old_payloads(raw_retention_days))
-           || employes_sync_forget_former(former_employee_retention_days)
-           || jsonb_build_object('token_warnings', employes_sync_check_tokens());
-END
-$$;
-COMMENT ON FUNCTION employes_sync_housekeeping(integer, integer) IS
-    'Internal (the watchdog, every employes_sync.housekeeping_interval): applies employes_sync.raw_retention_days and employes_sync.former_employee_retention_days and warns about tokens that expire soon; returns what it did (counts, never a person).';
-
 -- Only an admin forgets, lets back, or sees erasures.
 REVOKE ALL ON employes_erasure_key, employes_erasures, employes_sync_token_warnings, employes_former_employees FROM PUBLIC;
 REVOKE ALL ON FUNCTION employes_forget_employee(text, uuid, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION employes_unforget_employee(text, uuid) FROM PUBLIC;
 
 -- As sql/11_privileges.sql does at install: nothing of the new objects for PUBLIC or for the
--- roles default privileges may have handed them to (the token helpers stay executable: the
--- companies view calls them with the caller's rights).
+-- roles default privileges may have handed them to.
 DO $$
 DECLARE
     target text;
@@ -778,12 +850,14 @@ BEGIN
     FOREACH target IN ARRAY ARRAY[
         'TABLE employes_erasure_key', 'TABLE employes_erasures', 'TABLE employes_sync_token_warnings',
         'TABLE employes_former_employees',
+        'FUNCTION employes_sync_token_expiry(text)', 'FUNCTION employes_sync_setting_token_expiry()',
         'FUNCTION employes_sync_erasure_tag(uuid, text)', 'FUNCTION employes_sync_redact(text, text[])',
-        'FUNCTION employes_sync_forget(uuid, text[], text, text, text)', 'FUNCTION employes_sync_company_syncing(uuid)',
+        'FUNCTION employes_sync_redact(jsonb, text[])', 'FUNCTION employes_sync_history_is_ours()',
+        'FUNCTION employes_sync_forget(uuid, text[], text, text, text)', 'FUNCTION employes_sync_active_session()',
         'FUNCTION employes_forget_employee(text, uuid, text)', 'FUNCTION employes_unforget_employee(text, uuid)',
         'FUNCTION employes_sync_remove_old_payloads(integer)', 'FUNCTION employes_sync_forget_former(integer)',
         'FUNCTION employes_sync_token_message(uuid, text, boolean, timestamp with time zone)',
-        'FUNCTION employes_sync_check_tokens()', 'FUNCTION employes_sync_housekeeping(integer, integer)']
+        'FUNCTION employes_sync_check_tokens()']
     LOOP
         EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', target);
         FOR grantee IN SELECT rolname FROM pg_roles WHERE rolname IN ('anon', 'authenticated', 'service_role') LOOP

@@ -404,4 +404,26 @@ mod tests {
         .unwrap();
         assert_eq!(warnings, Some(4));
     }
+
+    /// An erasure replaces whole ids only: not inside a longer id, a number, a uuid or a
+    /// key, and never breaks a jsonb document.
+    #[pg_test]
+    fn redaction_replaces_whole_ids_only() {
+        let text = Spi::get_one::<String>(
+            "SELECT employes_sync_redact('GET /v4/employees/1/employments: employee 1. 142 requests, emp-1 and emp-10, a.1, 1.5',
+                                         ARRAY['1', 'emp-1'])",
+        )
+        .unwrap();
+        assert_eq!(
+            text.as_deref(),
+            Some("GET /v4/employees/[erased]/employments: employee [erased]. 142 requests, [erased] and emp-10, a.1, 1.5")
+        );
+        let same = Spi::get_one::<bool>(
+            r#"SELECT employes_sync_redact('{"api_requests": 142, "employee_id": "1", "1": ["emp-1", "emp-10", 1], "url": "/employees/1"}'::jsonb,
+                                          ARRAY['1', 'emp-1'])
+                      = '{"api_requests": 142, "employee_id": "[erased]", "1": ["[erased]", "emp-10", 1], "url": "/employees/[erased]"}'::jsonb"#,
+        )
+        .unwrap();
+        assert_eq!(same, Some(true));
+    }
 }

@@ -138,7 +138,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             executable.as_deref(),
-            Some("employes_sync_jdate,employes_sync_jnum,employes_sync_setting_token_expiry,employes_sync_token_expiry")
+            Some("employes_sync_jdate,employes_sync_jnum")
         );
     }
 }

@@ -13,19 +13,9 @@ use employes_sync_core::sync::StoreError;
 /// only, or a foreign key that is not ours. The tables are locked first, in the mode the writes
 /// take anyway (ROW EXCLUSIVE), so none can be added before this transaction ends.
 const LOCK_HISTORY: &str = "LOCK TABLE employes_raw_data, employes_changes IN ROW EXCLUSIVE MODE";
-const SET_WISE_REFERENCES: &str = "
-SELECT has_parameter_privilege('session_replication_role', 'SET')
-   AND NOT EXISTS (SELECT 1 FROM pg_trigger
-                    WHERE tgrelid IN ('employes_raw_data'::regclass, 'employes_changes'::regclass)
-                      AND NOT tgisinternal AND tgenabled IN ('O', 'R'))
-   AND NOT EXISTS (SELECT 1 FROM pg_rewrite
-                    WHERE ev_class IN ('employes_raw_data'::regclass, 'employes_changes'::regclass)
-                      AND ev_enabled IN ('O', 'R'))
-   AND NOT EXISTS (SELECT 1 FROM pg_constraint
-                    WHERE contype = 'f' AND conrelid IN ('employes_raw_data'::regclass, 'employes_changes'::regclass)
-                      AND conname <> ALL (ARRAY['employes_raw_data_first_session_id_fkey', 'employes_raw_data_closed_session_id_fkey',
-                                                'employes_changes_session_id_fkey', 'employes_changes_raw_from_id_fkey',
-                                                'employes_changes_raw_to_id_fkey']))";
+/// The conditions are the extension's own SQL (`employes_sync_history_is_ours`), which an
+/// erasure's deletes ask too.
+const SET_WISE_REFERENCES: &str = "SELECT employes_sync_history_is_ours()";
 
 /// How the references of a batch's writes were checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -80,7 +80,7 @@ fn reap() -> Result<Option<i32>, StoreError> {
     })
 }
 
-/// Applies the retention settings and checks the tokens (`employes_sync_housekeeping`), when
+/// Applies the retention settings and checks the tokens (each step in a transaction of its own), when
 /// the extension here is at this library's version and the server is not a standby; what it
 /// did goes to the server log (counts and dates, never a person).
 fn housekeeping() -> Result<(), StoreError> {
@@ -89,16 +89,38 @@ fn housekeeping() -> Result<(), StoreError> {
     }
     let raw_days = guc::RAW_RETENTION_DAYS.get();
     let former_days = guc::FORMER_EMPLOYEE_RETENTION_DAYS.get();
-    let done = in_tx(|| {
-        Spi::get_one_with_args::<pgrx::JsonB>(
-            "SELECT CASE WHEN NOT pg_is_in_recovery() THEN employes_sync_housekeeping($1, $2) END",
-            &[raw_days.into(), former_days.into()],
-        )
-        .map_err(spi_err)
-    })?;
-    let Some(pgrx::JsonB(done)) = done else {
-        return Ok(());
+    // Each step in a transaction of its own: one that fails (or waits for a sync) leaves the
+    // others alone, and no lock of one is held while the next runs.
+    let step = |sql: &str, arg: Option<i32>| {
+        in_tx(|| {
+            let sql = format!("SELECT CASE WHEN NOT pg_is_in_recovery() THEN {sql} END");
+            match arg {
+                Some(a) => Spi::get_one_with_args::<pgrx::JsonB>(&sql, &[a.into()]),
+                None => Spi::get_one::<pgrx::JsonB>(&sql),
+            }
+            .map_err(spi_err)
+        })
+        .map(|v| v.map(|j| j.0).unwrap_or(Value::Null))
     };
+    let mut done = serde_json::Map::new();
+    for (sql, arg) in [
+        (
+            "jsonb_build_object('raw_payloads_removed', employes_sync_remove_old_payloads($1))",
+            Some(raw_days),
+        ),
+        ("employes_sync_forget_former($1)", Some(former_days)),
+        (
+            "jsonb_build_object('token_warnings', employes_sync_check_tokens())",
+            None,
+        ),
+    ] {
+        match step(sql, arg) {
+            Ok(Value::Object(m)) => done.extend(m),
+            Ok(_) => {}
+            Err(e) => pgrx::log!("employes_sync watchdog: housekeeping: {e}"),
+        }
+    }
+    let done = Value::Object(done);
     let count = |k: &str| done.get(k).and_then(Value::as_i64).unwrap_or(0);
     if count("raw_payloads_removed") > 0 {
         pgrx::log!(
@@ -112,7 +134,7 @@ fn housekeeping() -> Result<(), StoreError> {
             count("employees_forgotten"),
             match count("former_skipped_syncing") {
                 0 => String::new(),
-                n => format!(", {n} left for later (their company was syncing)"),
+                n => format!(", {n} left for later (a session was syncing)"),
             }
         );
     }

@@ -735,3 +735,20 @@ pub fn assert_events_match_changes(c: &mut Client) {
         .collect();
     assert!(bad.is_empty(), "events and changes differ: {bad:?}");
 }
+
+/// A simulator fault on every request of an endpoint (narrow it with the other fields).
+pub fn rule(
+    endpoint: employes_sim::Endpoint,
+    action: employes_sim::FaultAction,
+) -> employes_sim::FaultRule {
+    employes_sim::FaultRule {
+        endpoint,
+        page: None,
+        employee_ids: None,
+        company_id: None,
+        every: None,
+        skip: 0,
+        count: None,
+        action,
+    }
+}

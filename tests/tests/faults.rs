@@ -27,19 +27,6 @@ fn reference() -> &'static Vec<Vec<String>> {
     })
 }
 
-fn rule(endpoint: Endpoint, action: FaultAction) -> FaultRule {
-    FaultRule {
-        endpoint,
-        page: None,
-        employee_ids: None,
-        company_id: None,
-        every: None,
-        skip: 0,
-        count: None,
-        action,
-    }
-}
-
 fn list_page_2(action: FaultAction) -> FaultRule {
     FaultRule {
         page: Some(2),

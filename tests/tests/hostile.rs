@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use employes_sim::{Endpoint, FaultAction, FaultRule};
+use employes_sim::{Endpoint, FaultAction};
 use employes_sync_e2e::*;
 use serde_json::Value;
 
@@ -26,19 +26,6 @@ fn setup(name: &str, extra: &[&str]) -> (Cluster, Sim, Client) {
     let s = sync(&mut c);
     assert_eq!(s.status, "completed", "{s:?}");
     (cluster, sim, c)
-}
-
-fn rule(endpoint: Endpoint, action: FaultAction) -> FaultRule {
-    FaultRule {
-        endpoint,
-        page: None,
-        employee_ids: None,
-        company_id: None,
-        every: None,
-        skip: 0,
-        count: None,
-        action,
-    }
 }
 
 fn json(text: &str) -> Value {

@@ -228,8 +228,7 @@ fn base_url_company_and_limits_are_superuser_only_and_only_http_is_accepted() {
 #[test]
 fn public_gets_nothing_and_an_ungranted_role_can_do_nothing() {
     let (cluster, _sim, mut c) = setup("sec-public");
-    // Only the helpers the views call with the caller's rights stay executable: two read JSON
-    // values, two a token's expiry (a date, never the token).
+    // Only the two JSON helpers the views call with the caller's rights stay executable.
     let public_functions: Vec<String> = c
         .query(
             "SELECT p.oid::regprocedure::text FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
@@ -246,12 +245,7 @@ fn public_gets_nothing_and_an_ungranted_role_can_do_nothing() {
         .collect();
     assert_eq!(
         public_functions,
-        [
-            "employes_sync_jdate(jsonb)",
-            "employes_sync_jnum(jsonb)",
-            "employes_sync_setting_token_expiry()",
-            "employes_sync_token_expiry(text)"
-        ]
+        ["employes_sync_jdate(jsonb)", "employes_sync_jnum(jsonb)"]
     );
     assert_eq!(
         count(

@@ -153,6 +153,18 @@ impl Run<'_> {
             }
         };
         if !self.seen.insert(&id) {
+            if store.erased(&id).unwrap_or(true) {
+                // Not even the id of someone forgotten goes into the log.
+                self.snapshot_doubts
+                    .push("an erased employee appears twice in the list".into());
+                store.log(
+                    Level::Warning,
+                    "snapshot",
+                    &format!("an erased employee appears more than once in the list (page {page})"),
+                    json!({"page": page}),
+                );
+                return None;
+            }
             self.snapshot_doubts
                 .push(format!("employee {id} appears twice in the list"));
             store.log(
