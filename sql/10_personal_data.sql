@@ -76,7 +76,9 @@ COMMENT ON FUNCTION employes_sync_erasure_tag(uuid, text) IS
 
 -- Every place an employee id occurs in text, as a whole id (not inside a longer one, a number or
 -- a uuid), replaced by [erased]. Ids are letters, digits and - _ . ~ (what a sync accepts); a
--- dot after one ends a sentence when no id character follows it.
+-- dot after one ends a sentence when no id character follows it. Messages are cut at 500
+-- characters with an ellipsis (core/src/text.rs): an id cut there (4 characters of it or more)
+-- is replaced too.
 CREATE FUNCTION employes_sync_redact(t text, ids text[])
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
@@ -84,11 +86,22 @@ SET search_path = pg_catalog, @extschema@, pg_temp
 AS $$
 DECLARE
     i text;
+    n integer;
 BEGIN
     FOREACH i IN ARRAY ids LOOP
-        CONTINUE WHEN strpos(t, i) = 0;
-        t := regexp_replace(t, '(^|[^A-Za-z0-9_.~-])' || replace(i, '.', '\.') || '(?=$|[^A-Za-z0-9_.~-]|\.($|[^A-Za-z0-9_~-]))',
-                            '\1[erased]', 'g');
+        IF strpos(t, i) > 0 THEN
+            t := regexp_replace(t, '(^|[^A-Za-z0-9_.~-])' || replace(i, '.', '\.') || '(?=$|[^A-Za-z0-9_.~-]|\.($|[^A-Za-z0-9_~-]))',
+                                '\1[erased]', 'g');
+        END IF;
+        IF right(t, 1) = '…' THEN
+            FOR n IN REVERSE length(i) - 1 .. 4 LOOP
+                IF right(t, n + 1) = left(i, n) || '…'
+                   AND (length(t) = n + 1 OR substr(t, length(t) - n - 1, 1) !~ '[A-Za-z0-9_.~-]') THEN
+                    t := left(t, length(t) - n - 1) || '[erased]…';
+                    EXIT;
+                END IF;
+            END LOOP;
+        END IF;
     END LOOP;
     RETURN t;
 END

@@ -418,6 +418,13 @@ mod tests {
             text.as_deref(),
             Some("GET /v4/employees/[erased]/employments: employee [erased]. 142 requests, [erased] and emp-10, a.1, 1.5")
         );
+        // A message cut at its 500th character, in the middle of an id.
+        let cut = Spi::get_one::<String>(
+            "SELECT employes_sync_redact('GET /employees/3f0c9a52-1c1f…', ARRAY['3f0c9a52-1c1f-4b8e-9a53-2b7d3f0e9a11'])
+                    || ' ' || employes_sync_redact('see a3f0c…', ARRAY['3f0c9a52'])",
+        )
+        .unwrap();
+        assert_eq!(cut.as_deref(), Some("GET /employees/[erased]… see a3f0c…"));
         let same = Spi::get_one::<bool>(
             r#"SELECT employes_sync_redact('{"api_requests": 142, "employee_id": "1", "1": ["emp-1", "emp-10", 1], "url": "/employees/1"}'::jsonb,
                                           ARRAY['1', 'emp-1'])
