@@ -247,7 +247,9 @@ fn forgetting_a_former_employee_leaves_none_of_their_values_in_a_full_dump_and_n
     wait_until(Duration::from_secs(10), "the second erasure waits", || {
         count(
             &mut c,
-            "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'employes_sync_sessions'::regclass",
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+              WHERE NOT l.granted AND l.relation = 'employes_sync_sessions'::regclass
+                AND a.query LIKE '%employes_forget_employee%'",
         ) == 1
     });
     tx.commit().unwrap();
