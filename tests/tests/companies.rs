@@ -767,21 +767,18 @@ fn throttling_is_waited_out_without_using_up_the_retries_of_failures() {
     );
     let sim = sim(130, SEED, 0.0);
     cluster.use_sim(&sim, 300.0);
-    let rule = |every: u32, status: u16| FaultRule {
-        endpoint: Endpoint::Any,
-        page: None,
-        employee_ids: None,
-        company_id: None,
+    let every_nth = |every: u32, status: u16| FaultRule {
         every: Some(every),
-        skip: 0,
-        count: None,
-        action: FaultAction::Status {
-            status,
-            body: None,
-            retry_after: (status == 429).then_some(0),
-        },
+        ..rule(
+            Endpoint::Any,
+            FaultAction::Status {
+                status,
+                body: None,
+                retry_after: (status == 429).then_some(0),
+            },
+        )
     };
-    sim.set_faults(vec![rule(3, 429), rule(7, 503)]);
+    sim.set_faults(vec![every_nth(3, 429), every_nth(7, 503)]);
     let mut c = cluster.connect();
     let s = sync(&mut c);
     assert_eq!(s.status, "completed", "{s:?}");
@@ -798,20 +795,14 @@ fn throttling_is_waited_out_without_using_up_the_retries_of_failures() {
 
     // Throttling is bounded by time: a 429 for everything ends the sync after the wait allowed.
     set(&cluster, "throttle_max_wait_seconds", "2s");
-    sim.set_faults(vec![FaultRule {
-        endpoint: Endpoint::Any,
-        page: None,
-        employee_ids: None,
-        company_id: None,
-        every: None,
-        skip: 0,
-        count: None,
-        action: FaultAction::Status {
+    sim.set_faults(vec![rule(
+        Endpoint::Any,
+        FaultAction::Status {
             status: 429,
             body: None,
             retry_after: Some(1),
         },
-    }]);
+    )]);
     let t = Instant::now();
     let s = sync(&mut c);
     assert_eq!(s.status, "error", "{s:?}");

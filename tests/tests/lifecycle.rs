@@ -642,10 +642,12 @@ fn a_hot_standby_serves_reads_refuses_syncs_stays_quiet_and_ends_the_old_primary
     let errors = error_lines(&standby.server_log());
     assert!(errors.is_empty(), "the standby logged errors: {errors:#?}");
 
-    // Webhooks are managed on the primary: a standby refuses, changing nothing.
+    // Webhooks and erasures are done on the primary: a standby refuses, changing nothing.
     for sql in [
         "SELECT employes_webhook_subscribe('https://hooks.example.org/e')",
         "SELECT employes_webhook_redeliver(1)",
+        "SELECT employes_forget_employee('any-employee')",
+        "SELECT employes_unforget_employee('any-employee', gen_random_uuid())",
     ] {
         let (code, _) = sql_error(&mut s, sql, &[]);
         assert!(code == "25006", "{sql}: {code}");

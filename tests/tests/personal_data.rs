@@ -326,6 +326,67 @@ fn forgetting_a_former_employee_leaves_none_of_their_values_in_a_full_dump_and_n
         0
     );
 
+    // A dump restored on another server keeps the erasure: the key and the tags come along, and
+    // a sync there skips the one Employes still lists.
+    let dump = cluster.pg_dump("c", "erased.dump");
+    let target = Cluster::start_with("pd-forget-restored", &[], &bin(), false);
+    target.restore(&dump, "c");
+    target.use_sim(&sim, 250.0);
+    let mut t = target.connect();
+    let s = sync(&mut t);
+    assert_eq!(s.status, "completed", "{s:?}");
+    assert_eq!(
+        count(
+            &mut t,
+            &format!(
+                "SELECT count(*) FROM employes_raw_data WHERE employee_id = '{}'",
+                out.id
+            )
+        ),
+        0
+    );
+    assert_eq!(
+        found_in(&out, &full_dump(&target, "restored.sql")),
+        Vec::<&str>::new()
+    );
+    drop(t);
+    drop(target);
+
+    // Bad arguments change nothing.
+    let long = "x".repeat(501);
+    for (sql, params) in [
+        (
+            "SELECT employes_forget_employee($1, NULL, $2)",
+            vec![active.id.clone(), long],
+        ),
+        (
+            "SELECT employes_forget_employee($1, NULL, $2)",
+            vec![active.id.clone(), "a\nb".to_owned()],
+        ),
+        (
+            "SELECT employes_forget_employee($1, NULL, $2)",
+            vec!["  ".to_owned(), "x".to_owned()],
+        ),
+        (
+            "SELECT employes_unforget_employee($1, NULL)",
+            vec![out.id.clone()],
+        ),
+    ] {
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        let (code, msg) = sql_error(&mut c, sql, &params);
+        assert_eq!(code, "22023", "{sql}: {msg}");
+    }
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM employes_erasures WHERE tag IS NOT NULL"
+        ),
+        2
+    );
+
     // Hired again: let back, the next sync stores them as new.
     let (code, _) = sql_error(
         &mut c,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
-use employes_sim::{Endpoint, FaultAction, FaultRule};
+use employes_sim::{Endpoint, FaultAction};
 use employes_sync_e2e::*;
 use serde_json::Value;
 
@@ -372,20 +372,14 @@ fn status_goes_from_never_to_syncing_to_current_to_outdated_to_error() {
         .unwrap();
 
     // The API refuses the token: the sync fails and the panel says error.
-    sim.set_faults(vec![FaultRule {
-        endpoint: Endpoint::Any,
-        page: None,
-        employee_ids: None,
-        company_id: None,
-        every: None,
-        skip: 0,
-        count: None,
-        action: FaultAction::Status {
+    sim.set_faults(vec![rule(
+        Endpoint::Any,
+        FaultAction::Status {
             status: 401,
             body: None,
             retry_after: None,
         },
-    }]);
+    )]);
     let failed = sync(&mut c);
     assert_eq!(failed.status, "error", "{failed:?}");
     let st = status(&mut c);

@@ -300,7 +300,8 @@ fn definer_functions_pin_search_path_and_ignore_functions_planted_by_the_caller(
             "SELECT p.oid::regprocedure::text FROM pg_proc p
               WHERE p.proname IN ('employes_sync_trigger', 'employes_sync_wait', 'employes_sync_cancel',
                                   'employes_sync_status', 'employes_sync_schedule', 'employes_sync_unschedule',
-                                  'employes_sync_scheduler_status', 'employes_sync_reap_stale')
+                                  'employes_sync_scheduler_status', 'employes_sync_reap_stale',
+                                  'employes_forget_employee', 'employes_unforget_employee')
                 AND NOT (p.prosecdef AND p.proconfig = ARRAY['search_path=pg_catalog, public, pg_temp'])",
             &[],
         )
